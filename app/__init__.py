@@ -1,0 +1,1 @@
+"""facestream application: settings, CLI, the pipeline's stages, process runtime, tracking, gallery, display."""

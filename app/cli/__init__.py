@@ -1,0 +1,52 @@
+"""`facestream` command line: the only place that assembles a pipeline; nothing imports it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from app.errors import FacestreamError
+from app.redact import redact, setup_logging
+from engines.errors import EngineError
+
+log = logging.getLogger("facestream")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from app.cli import bench, engines_cmd, people, run, tools
+
+    parser = argparse.ArgumentParser(prog="facestream", description="Real-time face recognition on live video.")
+    parser.add_argument("--env", default=".env", help="settings file read before the environment (default .env)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in (run, people, tools, engines_cmd, bench):
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging("DEBUG" if args.debug else "INFO")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("facestream: interrupted", file=sys.stderr)
+        return 130
+    except (FacestreamError, EngineError) as exc:
+        if args.debug:
+            raise
+        print(f"facestream: error: {redact(str(exc))}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except Exception as exc:  # one line for the unexpected too; the traceback with --debug
+        if args.debug:
+            raise
+        print(f"facestream: error: {type(exc).__name__}: {redact(str(exc))} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

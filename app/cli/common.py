@@ -1,0 +1,71 @@
+"""Helpers the subcommands share: settings with CLI overrides, image reading, backend specs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import FacestreamError
+from app.settings import Settings
+
+log = logging.getLogger("facestream")
+
+
+def load_settings(args, **overrides: str | None) -> Settings:
+    settings = Settings.load(args.env, {k: str(v) for k, v in overrides.items() if v is not None})
+    logging.getLogger().setLevel("DEBUG" if args.debug else settings.log_level)
+    return settings
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise FacestreamError(f"image not found: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FacestreamError(f"image {path} cannot be read (not an image, or corrupt): use a JPEG or PNG")
+    return image
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """``BACKEND[:DEVICE][:PRECISION]``, e.g. ``onnxruntime``, ``pytorch:cuda:fp16``, ``pytorch:cpu``."""
+
+    backend: str
+    device: str = "auto"
+    precision: str = "fp32"
+
+    @classmethod
+    def parse(cls, text: str) -> BackendSpec:
+        parts = text.split(":")
+        backend, device, precision = parts[0], "auto", "fp32"
+        rest = parts[1:]
+        i = 0
+        while i < len(rest):
+            tok = rest[i]
+            if tok in ("fp16", "fp32"):
+                precision = tok
+            elif tok == "cuda" and i + 1 < len(rest) and rest[i + 1].isdigit():
+                device = f"cuda:{rest[i + 1]}"
+                i += 1
+            elif tok in ("cpu", "cuda", "auto"):
+                device = tok
+            else:
+                raise FacestreamError(f"bad backend spec {text!r}: use BACKEND[:cpu|cuda[:N]][:fp16|fp32]")
+            i += 1
+        return cls(backend, device, precision)
+
+    def __str__(self) -> str:
+        return f"{self.backend}:{self.device}:{self.precision}"

@@ -1,0 +1,1 @@
+"""Showing results: drawing (annotate), the window, the video file, the MJPEG server, the track log."""

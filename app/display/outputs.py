@@ -1,0 +1,170 @@
+"""Where annotated frames go: an OpenCV window, a video file (atomic), an MJPEG server, a JSONL track log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from app.errors import FacestreamError
+from app.types import UNKNOWN, Faces, FrameRef
+
+log = logging.getLogger("facestream.display")
+
+
+class Window:
+    """A real OpenCV window; ``show`` returns False once the user pressed q/Esc or closed it."""
+
+    def __init__(self, title: str = "facestream") -> None:
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+        except cv2.error as exc:
+            raise FacestreamError("cannot open a window (no display?): run with --headless --out FILE.mp4 "
+                                  f"or --serve PORT ({str(exc).strip().splitlines()[-1]})") from exc
+        self._shown = False
+
+    def show(self, frame: np.ndarray) -> bool:
+        if not self._shown:
+            cv2.resizeWindow(self.title, frame.shape[1], frame.shape[0])
+            self._shown = True
+        cv2.imshow(self.title, frame)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:
+            return False
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+
+
+class VideoFile:
+    """Annotated video written to a temp file and renamed on close: never a half-written output."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
+        self.fps = fps
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov")
+                                              else "MJPG"))
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
+            if not self.writer.isOpened():
+                raise FacestreamError(f"cannot write video {self.path}: use a .mp4 or .avi name in a writable folder")
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+            if keep and self.frames:
+                os.replace(self.tmp, self.path)
+        self.tmp.unlink(missing_ok=True)
+
+
+class MjpegServer:
+    """Serves the latest annotated frame as multipart MJPEG (open http://127.0.0.1:PORT/ in a browser)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 80) -> None:
+        self.quality = quality
+        self._jpeg: bytes | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet: no per-request lines
+                pass
+
+            def do_GET(self) -> None:
+                if self.path not in ("/", "/stream.mjpg"):
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                last = None
+                try:
+                    while not server._closed:
+                        with server._cond:
+                            server._cond.wait_for(lambda prev=last: server._closed or server._jpeg is not prev,
+                                                  timeout=1.0)
+                            jpeg = server._jpeg
+                        if jpeg is None or jpeg is last:
+                            continue
+                        last = jpeg
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise FacestreamError(f"cannot serve MJPEG on {host}:{port} ({exc.strerror}): choose another "
+                                  "--serve port") from exc
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="mjpeg", daemon=True)
+        self.thread.start()
+        log.info("serving MJPEG on http://%s:%d/", host, self.port)
+
+    def publish(self, frame: np.ndarray) -> None:
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if ok:
+            with self._cond:
+                self._jpeg = buf.tobytes()
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        self._closed = True
+        with self._cond:
+            self._cond.notify_all()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TrackLog:
+    """One JSON line per processed frame: the machine-readable twin of the window."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "w", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+
+    def write(self, ref: FrameRef, faces: Faces) -> None:
+        rows = []
+        for i in range(len(faces)):
+            name = faces.names[i] if i < len(faces.names) else UNKNOWN
+            rows.append({
+                "track_id": int(faces.track_ids[i]) if faces.track_ids is not None else -1,
+                "box": [round(float(v), 1) for v in faces.boxes[i]],
+                "score": round(float(faces.scores[i]), 3),
+                "name": name,
+                "similarity": round(float(faces.similarities[i]), 3) if faces.similarities is not None else None,
+            })
+        self.f.write(json.dumps({"frame": ref.index, "stream": ref.stream, "seq": ref.seq,
+                                 "capture_ts": round(ref.ts, 6), "faces": rows}) + "\n")
+
+    def close(self) -> None:
+        self.f.close()

@@ -1,0 +1,44 @@
+"""Keep secrets out of logs: credentials in URLs and known secret values are masked everywhere."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_secrets: set[str] = set()
+
+
+def add_secret(value: str | None) -> None:
+    """Remember a value (API key, password) that must never be printed."""
+    if value and len(value) >= 3:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Mask ``user:password@`` in URLs and every registered secret."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log lines to stderr through the redacting filter (called once per process)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(processName)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())

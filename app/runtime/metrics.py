@@ -1,0 +1,176 @@
+"""Per-stage counters in one small shared-memory block, readable from any process (the display's overlay).
+
+Each stage writes only its own row (single writer, no lock); readers take snapshots and turn counter
+differences into rates. A torn read can at worst mix two consecutive values of a counter, which is harmless
+for an overlay. The row also carries the stage's status and last error line, which is how a child tells the
+supervisor why it failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.runtime.shm import attach_segment, create_segment, release_segment, segment_name
+
+LATENCIES = 256  # recent capture→stage latencies kept per row, for p50/p99
+
+IDLE, RUNNING, FINISHED, STOPPED, FAILED = range(5)
+STATUS_NAMES = ("idle", "running", "finished", "stopped", "failed")
+
+ROW = np.dtype([
+    ("items", "<i8"), ("busy", "<f8"), ("drops", "<i8"), ("depth", "<i8"),
+    ("last_latency", "<f8"), ("lat_count", "<i8"), ("pid", "<i8"), ("status", "<i8"), ("restarts", "<i8"),
+    ("started", "<f8"), ("updated", "<f8"), ("name", "S32"), ("error", "S256"), ("latencies", "<f4", (LATENCIES,)),
+], align=True)
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    name: str
+    stages: tuple[str, ...]
+
+
+@dataclass
+class StageStats:
+    """One stage as seen by a reader. ``fps``/``busy`` are over the interval since the reader's previous snapshot
+    (or since the stage started, on the first one); latencies are seconds since capture."""
+
+    name: str
+    status: str
+    pid: int
+    items: int
+    fps: float
+    busy: float  # fraction of wall time spent working, 0..1
+    drops: int
+    depth: int
+    latency: float
+    latency_p50: float
+    latency_p99: float
+    restarts: int
+    error: str
+
+
+class StageMetrics:
+    """The writer's handle on one row; cheap enough to call per item."""
+
+    def __init__(self, rows: np.ndarray, index: int) -> None:
+        self._row = rows[index : index + 1]  # 1-element structured view: field writes go straight to shm
+        self._lat = self._row["latencies"][0]
+
+    def tick(self, n: int = 1, busy: float = 0.0, ts: float | None = None) -> None:
+        """Count ``n`` items done in ``busy`` seconds; ``ts`` (capture time.time()) records a latency."""
+        row = self._row
+        row["items"] += n
+        row["busy"] += busy
+        now = time.time()
+        row["updated"] = now
+        if ts is not None and ts > 0:
+            lat = now - ts
+            k = int(row["lat_count"][0])
+            self._lat[k % LATENCIES] = lat
+            row["last_latency"] = lat
+            row["lat_count"] = k + 1
+
+    def drop(self, n: int = 1) -> None:
+        self._row["drops"] += n
+
+    def set_drops(self, n: int) -> None:
+        self._row["drops"] = n
+
+    def depth(self, n: int) -> None:
+        self._row["depth"] = n
+
+    def status(self, status: int, error: str = "") -> None:
+        row = self._row
+        if status == RUNNING:
+            row["pid"], row["started"] = os.getpid(), time.time()
+        if error:
+            row["error"] = error.replace("\n", " ").encode("utf-8", "replace")[:255]
+        row["status"] = status
+
+    @property
+    def items(self) -> int:
+        return int(self._row["items"][0])
+
+
+class Metrics:
+    """The shared block: one row per stage name."""
+
+    def __init__(self, spec: MetricsSpec, shm, owner: bool) -> None:
+        self.spec = spec
+        self._shm = shm
+        self._owner = owner
+        self._rows = np.ndarray((len(spec.stages),), ROW, buffer=shm.buf)
+        self._prev: dict[int, tuple[float, int, float]] = {}
+
+    @classmethod
+    def create(cls, stages: list[str] | tuple[str, ...], name: str | None = None) -> Metrics:
+        spec = MetricsSpec(name or segment_name("metrics"), tuple(stages))
+        m = cls(spec, create_segment(spec.name, ROW.itemsize * max(len(stages), 1)), owner=True)
+        m._rows[:] = np.zeros(len(stages), ROW)
+        for i, s in enumerate(stages):
+            m._rows["name"][i] = s.encode()[:32]
+        return m
+
+    @classmethod
+    def attach(cls, spec: MetricsSpec) -> Metrics:
+        return cls(spec, attach_segment(spec.name), owner=False)
+
+    def __del__(self) -> None:  # release our view before SharedMemory's own __del__ tries to unmap
+        if getattr(self, "_shm", None) is not None:
+            with contextlib.suppress(Exception):
+                self.close()
+
+    def close(self) -> None:
+        self._rows = None  # type: ignore[assignment]
+        release_segment(self._shm, unlink=self._owner)
+        self._shm = None
+
+    def index(self, stage: str) -> int:
+        return self.spec.stages.index(stage)
+
+    def writer(self, stage: str) -> StageMetrics:
+        return StageMetrics(self._rows, self.index(stage))
+
+    def reset_row(self, stage: str, keep_restarts: bool = True) -> None:
+        """Before a restart: keep counters, clear status/error, count the restart."""
+        i = self.index(stage)
+        self._rows["restarts"][i] += 1 if keep_restarts else 0
+        self._rows["status"][i] = IDLE
+        self._rows["error"][i] = b""
+
+    def status(self, stage: str) -> tuple[int, str]:
+        i = self.index(stage)
+        return int(self._rows["status"][i]), self._rows["error"][i].decode("utf-8", "replace")
+
+    def snapshot(self) -> list[StageStats]:
+        out = []
+        now = time.time()
+        rows = self._rows.copy()
+        for i, r in enumerate(rows):
+            items, busy = int(r["items"]), float(r["busy"])
+            t0, items0, busy0 = self._prev.get(i, (float(r["started"]) or now, 0, 0.0))
+            dt = now - t0
+            fps = (items - items0) / dt if dt > 0 else 0.0
+            frac = min(max((busy - busy0) / dt, 0.0), 1.0) if dt > 0 else 0.0
+            self._prev[i] = (now, items, busy)
+            k = min(int(r["lat_count"]), LATENCIES)
+            lat = r["latencies"][:k]
+            p50, p99 = (float(np.percentile(lat, 50)), float(np.percentile(lat, 99))) if k else (0.0, 0.0)
+            out.append(StageStats(
+                name=r["name"].decode(), status=STATUS_NAMES[int(r["status"])], pid=int(r["pid"]), items=items,
+                fps=fps, busy=frac, drops=int(r["drops"]), depth=int(r["depth"]), latency=float(r["last_latency"]),
+                latency_p50=p50, latency_p99=p99, restarts=int(r["restarts"]),
+                error=r["error"].decode("utf-8", "replace"),
+            ))
+        return out
+
+    def overlay_lines(self) -> list[str]:
+        """One line per stage for the display's overlay."""
+        return [f"{s.name}: {s.fps:5.1f} fps  busy {s.busy * 100:3.0f}%  q {s.depth}  drops {s.drops}  "
+                f"lat p50 {s.latency_p50 * 1000:.0f} p99 {s.latency_p99 * 1000:.0f} ms" for s in self.snapshot()]

@@ -1,0 +1,168 @@
+"""Every setting, typed, from the environment with ``.env`` loaded first.
+
+Each field names its environment key, default and meaning; ``.env.example`` is generated from this
+table (``facestream settings --example``) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from app.errors import FacestreamError
+from app.redact import add_secret
+
+BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
+DISPLAY_MODES = ("window", "headless", "none")
+
+
+def _key(key: str, help: str, choices: tuple[str, ...] | None = None, secret: bool = False,
+         lo: float | None = None, hi: float | None = None, default: Any = None):
+    return field(default=default, metadata={"key": key, "help": help, "choices": choices, "secret": secret,
+                                            "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # source
+    video_source: str = _key("VIDEO_SOURCE", "file path, webcam index (0), rtsp://… or http(s)://… MJPEG; "
+                             "several sources separated by commas", default="")
+    every_frame: str = _key("EVERY_FRAME", "auto (files: every frame, live: drop stale), true or false",
+                            ("auto", "true", "false"), default="auto")
+    reconnect_max_delay: float = _key("RECONNECT_MAX_DELAY", "longest wait in seconds between reconnects to a "
+                                      "live source (exponential backoff from 0.5 s)", lo=0.5, default=30.0)
+    # models
+    checkpoint_dir: str = _key("CHECKPOINT_DIR", "folder holding model files and engines", default="checkpoints")
+    detector_model: str = _key("DETECTOR_MODEL", "face detector", ("retinaface_mnet025", "scrfd_500m"),
+                               default="retinaface_mnet025")
+    embedder_model: str = _key("EMBEDDER_MODEL", "face recogniser", ("w600k_mbf", "w600k_r50", "glintr100"),
+                               default="w600k_mbf")
+    detector_backend: str = _key("DETECTOR_BACKEND", "backend of the detector", BACKENDS, default="onnxruntime")
+    embedding_backend: str = _key("EMBEDDING_BACKEND", "backend of the recogniser", BACKENDS, default="onnxruntime")
+    device: str = _key("DEVICE", "auto, cpu or cuda[:N]", default="auto")
+    gpu_precision: str = _key("GPU_PRECISION", "arithmetic on the GPU", ("fp16", "fp32"), default="fp16")
+    strict_gpu: bool = _key("STRICT_GPU", "true: anything but the GPU path is an error at start-up", default=False)
+    det_size: int = _key("DET_SIZE", "detector input side in pixels (frames are letterboxed to it)",
+                         lo=64, hi=4096, default=640)
+    det_threshold: float = _key("DET_THRESHOLD", "minimum face score", lo=0.0, hi=1.0, default=0.5)
+    nms_threshold: float = _key("NMS_THRESHOLD", "IoU above which overlapping boxes are merged",
+                                lo=0.0, hi=1.0, default=0.4)
+    min_face: int = _key("MIN_FACE", "ignore faces narrower than this many pixels", lo=0, default=0)
+    max_faces: int = _key("MAX_FACES", "most faces kept per frame (highest scores first)", lo=1, hi=512,
+                          default=64)
+    embed_batch: int = _key("EMBED_BATCH", "largest batch of faces given to the recogniser", lo=1, hi=1024,
+                            default=32)
+    # identity
+    match_threshold: float = _key("MATCH_THRESHOLD", "cosine similarity above which a face is a known person",
+                                  lo=-1.0, hi=1.0, default=0.35)
+    track_thresh: float = _key("TRACK_THRESH", "ByteTrack high-score threshold", lo=0.0, hi=1.0, default=0.5)
+    match_thresh: float = _key("MATCH_THRESH", "ByteTrack association threshold", lo=0.0, hi=1.0, default=0.8)
+    track_buffer: int = _key("TRACK_BUFFER", "frames (at 30 fps) a lost track is kept", lo=1, default=30)
+    drift_threshold: float = _key("DRIFT_THRESHOLD", "cosine distance of a track's embedding from its last "
+                                  "query that triggers a new gallery query", lo=0.0, hi=2.0, default=0.15)
+    identity_break: float = _key("IDENTITY_BREAK", "a track whose face is less similar than this to its own "
+                                 "running embedding (a scene cut) becomes a new track", lo=-1.0, hi=1.0, default=0.3)
+    refresh_frames: int = _key("REFRESH_FRAMES", "frames between slow re-checks of a track", lo=1, default=30)
+    store_unknown: bool = _key("STORE_UNKNOWN", "store embeddings of unknown tracks for later naming",
+                               default=False)
+    # gallery
+    qdrant_url: str = _key("QDRANT_URL", "Qdrant server URL; empty: embedded engine under QDRANT_PATH",
+                           secret=True, default="")
+    qdrant_path: str = _key("QDRANT_PATH", "folder of the embedded gallery", default="qdrant_data")
+    qdrant_api_key: str = _key("QDRANT_API_KEY", "API key of the Qdrant server", secret=True, default="")
+    qdrant_collection: str = _key("QDRANT_COLLECTION", "collection (or embedded shard) name", default="faces")
+    qdrant_grpc: bool = _key("QDRANT_GRPC", "talk gRPC to the Qdrant server", default=False)
+    # display
+    display: str = _key("DISPLAY_MODE", "window, headless (write OUTPUT / serve MJPEG) or none",
+                        DISPLAY_MODES, default="window")
+    output: str = _key("OUTPUT", "annotated video file written in headless mode", default="")
+    serve_port: int = _key("SERVE_PORT", "serve the annotated video as MJPEG on this port (0: off)",
+                           lo=0, hi=65535, default=0)
+    serve_host: str = _key("SERVE_HOST", "address the MJPEG server binds to", default="127.0.0.1")
+    # runtime
+    queue_size: int = _key("QUEUE_SIZE", "records each stage queue holds (the frame ring holds 5x that + 8)",
+                            lo=1, hi=11, default=8)
+    log_level: str = _key("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", ("DEBUG", "INFO", "WARNING", "ERROR"),
+                          default="INFO")
+
+    # ------------------------------------------------------------------
+    @classmethod
+    def keys(cls) -> dict[str, Any]:
+        return {f.metadata["key"]: f for f in fields(cls)}
+
+    @classmethod
+    def load(cls, env_file: str | Path | None = ".env", overrides: dict[str, str] | None = None,
+             environ: dict[str, str] | None = None) -> Settings:
+        """Read ``env_file`` (without overriding the real environment), then the environment, then
+        ``overrides``; validate every value; raise one FacestreamError naming the key on a bad one."""
+        env: dict[str, str] = {}
+        if env_file and Path(env_file).is_file():
+            from dotenv import dotenv_values
+
+            env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+        env.update(overrides or {})
+        values = {}
+        for f in fields(cls):
+            key = f.metadata["key"]
+            if key in env and env[key] is not None:
+                values[f.name] = _parse(f, env[key].strip())
+        settings = cls(**values)
+        for f in fields(cls):
+            if f.metadata["secret"]:
+                add_secret(getattr(settings, f.name))
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise FacestreamError(f"DEVICE={self.device!r} is not valid: use auto, cpu or cuda[:N]")
+
+    @property
+    def sources(self) -> list[str]:
+        return [s.strip() for s in self.video_source.split(",") if s.strip()]
+
+    def example(self) -> str:
+        """The text of ``.env.example``: every key with its default and meaning."""
+        lines = ["# facestream settings: copy to .env and edit. Every key, its default and meaning.", ""]
+        for f in fields(self):
+            meta = f.metadata
+            default = getattr(self, f.name)
+            if isinstance(default, bool):
+                default = str(default).lower()
+            choices = f" ({' | '.join(meta['choices'])})" if meta["choices"] else ""
+            lines.append(f"# {meta['help']}{choices}")
+            lines.append(f"{meta['key']}={default}")
+        return "\n".join(lines) + "\n"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse(f, raw: str) -> Any:
+    meta, key = f.metadata, f.metadata["key"]
+    kind = f.type if isinstance(f.type, type) else {"bool": bool, "int": int, "float": float, "str": str}[f.type]
+    try:
+        if kind is bool:
+            low = raw.lower()
+            if low not in _TRUE | _FALSE:
+                raise ValueError
+            value: Any = low in _TRUE
+        elif kind is int:
+            value = int(raw)
+        elif kind is float:
+            value = float(raw)
+        else:
+            value = raw
+    except ValueError:
+        expected = {bool: "true or false", int: "a whole number", float: "a number"}.get(kind, "text")
+        raise FacestreamError(f"bad value in settings: {key}={raw!r} is not {expected} — fix it in .env "
+                              "or the environment") from None
+    if meta["choices"] and value not in meta["choices"]:
+        raise FacestreamError(f"bad value in settings: {key}={raw!r} — choose one of {', '.join(meta['choices'])}")
+    if meta["lo"] is not None and value < meta["lo"] or meta["hi"] is not None and value > meta["hi"]:
+        raise FacestreamError(f"bad value in settings: {key}={raw!r} is outside {meta['lo']}..{meta['hi']}")
+    return value

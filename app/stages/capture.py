@@ -1,0 +1,179 @@
+"""Capture: open a file, webcam, RTSP or HTTP MJPEG source; reconnect live sources with capped backoff."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import FacestreamError
+from app.redact import redact
+
+log = logging.getLogger("facestream.capture")
+
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+#: FFmpeg options for low-latency network streams (TCP for RTSP: no smeared frames from lost UDP packets)
+FFMPEG_LOW_LATENCY = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay|max_delay;500000|stimeout;5000000"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed VIDEO_SOURCE entry."""
+
+    raw: str
+    kind: str  # "file" | "webcam" | "stream"
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "file"
+
+    @property
+    def display_name(self) -> str:
+        return redact(self.raw) if self.kind == "stream" else (f"webcam {self.raw}" if self.kind == "webcam"
+                                                               else Path(self.raw).name)
+
+
+def parse_source(raw: str) -> SourceSpec:
+    """Classify a source; an impossible one is one clear error now, not a blank window later."""
+    raw = raw.strip()
+    if not raw:
+        raise FacestreamError("VIDEO_SOURCE is empty: set it in .env to a file, a webcam index (0), "
+                              "rtsp://… or http://…")
+    if raw.isdigit():
+        return SourceSpec(raw, "webcam")
+    low = raw.lower()
+    if low.startswith(LIVE_SCHEMES):
+        return SourceSpec(raw, "stream")
+    if "://" in raw:
+        scheme = raw.split("://", 1)[0]
+        raise FacestreamError(f"VIDEO_SOURCE scheme {scheme}:// is not supported: use a file, a webcam index, "
+                              "rtsp://, rtmp://, http:// or https://")
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise FacestreamError(f"VIDEO_SOURCE file not found: {raw} — check the path in .env")
+    return SourceSpec(str(path), "file")
+
+
+class VideoSource:
+    """One source opened with OpenCV/FFmpeg. ``read()`` gives the next BGR frame or None.
+
+    Files end (None, ``ended``); live sources never end on their own: a failed read closes the
+    capture and reconnects with exponential backoff (0.5 s doubling, capped), ``status`` saying so.
+    """
+
+    def __init__(self, spec: SourceSpec, reconnect_max_delay: float = 30.0, threads: int = 0) -> None:
+        self.spec = spec
+        self.reconnect_max_delay = reconnect_max_delay
+        self.threads = threads
+        self.cap = None
+        self.status = "connecting"
+        self.ended = False
+        self.reconnects = 0
+        self.frames_read = 0
+        self._next_try = 0.0
+        self._delay = 0.5
+        self.fps = 0.0
+        self.size: tuple[int, int] | None = None  # (width, height)
+
+    # -- opening -------------------------------------------------------
+    def _open(self):
+        import cv2
+
+        if self.spec.kind == "webcam":
+            cap = cv2.VideoCapture(int(self.spec.raw))
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            return cap
+        if self.spec.kind == "stream":
+            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_LOW_LATENCY)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
+        if self.threads:
+            params += [cv2.CAP_PROP_N_THREADS, self.threads]
+        cap = cv2.VideoCapture(self.spec.raw, cv2.CAP_FFMPEG, params)
+        if self.spec.kind == "stream":
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    def open(self) -> None:
+        """Open now, raising one clear error if a file or webcam cannot be used at all."""
+        import cv2
+
+        cap = self._open()
+        if not cap.isOpened():
+            cap.release()
+            if self.spec.kind == "file":
+                raise FacestreamError(f"VIDEO_SOURCE file {self.spec.raw} cannot be decoded (corrupt, truncated "
+                                      "or not a video): check it plays, e.g. with ffprobe")
+            if self.spec.kind == "webcam":
+                raise FacestreamError(f"webcam {self.spec.raw} cannot be opened (no such device or it is busy): "
+                                      "check /dev/video* and VIDEO_SOURCE")
+            self.status = "reconnecting"
+            self._schedule_retry()
+            return
+        self.cap = cap
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not 1.0 <= self.fps <= 240.0:
+            self.fps = 30.0
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if w and h:
+            self.size = (w, h)
+        self.status = "live" if self.spec.live else "playing"
+        self._delay = 0.5
+
+    def probe(self) -> tuple[int, int, float]:
+        """(width, height, fps) of the source, reading one frame if the container does not say."""
+        self.open()
+        if self.cap is None:
+            raise FacestreamError(f"VIDEO_SOURCE {self.spec.display_name} cannot be reached: check the URL, "
+                                  "the network and the credentials")
+        if self.size is None:
+            ok, frame = self.cap.read()
+            if not ok:
+                raise FacestreamError(f"VIDEO_SOURCE {self.spec.display_name} gives no frames")
+            self.size = (frame.shape[1], frame.shape[0])
+        return self.size[0], self.size[1], self.fps
+
+    def _schedule_retry(self) -> None:
+        self._next_try = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self.reconnect_max_delay)
+
+    # -- reading -------------------------------------------------------
+    def read(self) -> np.ndarray | None:
+        """The next frame; None at the end of a file or while a live source is reconnecting."""
+        if self.ended:
+            return None
+        if self.cap is None:
+            if not self.spec.live:
+                self.open()
+            elif time.monotonic() >= self._next_try:
+                self.reconnects += 1
+                log.warning("reconnecting to %s (try %d)", self.spec.display_name, self.reconnects)
+                self.open()
+            if self.cap is None:
+                time.sleep(0.01)
+                return None
+        ok, frame = self.cap.read()
+        if ok and frame is not None:
+            self.frames_read += 1
+            return frame
+        self.cap.release()
+        self.cap = None
+        if not self.spec.live:
+            self.ended = True
+            self.status = "ended"
+            if self.frames_read == 0:
+                raise FacestreamError(f"VIDEO_SOURCE file {self.spec.raw} cannot be decoded (corrupt, truncated "
+                                      "or not a video): check it plays, e.g. with ffprobe")
+            return None
+        log.warning("lost %s; reconnecting with backoff", self.spec.display_name)
+        self.status = "reconnecting"
+        self._schedule_retry()
+        return None
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None

@@ -1,0 +1,53 @@
+"""Detect: frames in, Detections out (letterbox, infer, decode, NMS inside the detector adapter).
+
+NMS sits with decoding rather than in the align stage: both are one vectorised pass over thousands
+of candidate boxes, which would otherwise cross a process boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from app.settings import Settings
+from engines.model_zoo import load_detector
+from engines.types import Detections
+
+
+def model_kwargs(settings: Settings, warn: Callable[[str], None] | None = None) -> dict:
+    """What every model load takes from the settings: checkpoints, device, precision, strictness."""
+    return {
+        "checkpoint_dir": settings.checkpoint_dir,
+        "device": settings.device,
+        "precision": settings.gpu_precision,
+        "strict_gpu": settings.strict_gpu,
+        "warn": warn,
+    }
+
+
+class Detect:
+    def __init__(self, settings: Settings, warn: Callable[[str], None] | None = None) -> None:
+        self.min_face = settings.min_face
+        self.detector = load_detector(
+            settings.detector_model, settings.detector_backend, **model_kwargs(settings, warn),
+            input_size=(settings.det_size, settings.det_size), score_threshold=settings.det_threshold,
+            nms_threshold=settings.nms_threshold, max_faces=settings.max_faces,
+        )
+
+    @property
+    def backend(self):
+        return self.detector.backend
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        return self.infer(*self.preprocess(frames))
+
+    def preprocess(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        """Letterbox + normalise into one batch; after this the frames themselves are no longer needed."""
+        return self.detector.preprocess(frames)
+
+    def infer(self, batch: np.ndarray, infos: list) -> list[Detections]:
+        out = self.detector.postprocess(self.detector.run_backend(batch), infos)
+        if self.min_face:
+            out = [d[(d.boxes[:, 2] - d.boxes[:, 0]) >= self.min_face] if len(d) else d for d in out]
+        return out

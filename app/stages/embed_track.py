@@ -1,0 +1,96 @@
+"""Embed + track: ByteTrack on the boxes, ArcFace on the tracked faces, a running embedding per track.
+
+Tracking first means only faces that belong to a track are embedded; the identity bookkeeping
+then says which tracks need a gallery query on this frame (new, drifted, or due a slow refresh).
+
+Boxes alone cannot see a scene cut: a new person's face in the same place continues the old track.
+So the track ids shown are aliases of ByteTrack's: when a face stops resembling its track's running
+embedding (IDENTITY_BREAK), it gets a new id and the old identity is forgotten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from app.settings import Settings
+from app.stages.detect import model_kwargs
+from app.tracking.bytetrack import ByteTracker
+from app.tracking.identity import TrackIdentities
+from app.types import Faces
+from engines.model_zoo import load_embedder
+
+
+class EmbedTrack:
+    def __init__(self, settings: Settings, fps: float | dict[int, float] = 30.0,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.fps = fps
+        self.embedder = load_embedder(settings.embedder_model, settings.embedding_backend,
+                                      **model_kwargs(settings, warn), batch_size=settings.embed_batch)
+        self.trackers: dict[int, ByteTracker] = {}
+        self.identities: dict[int, TrackIdentities] = {}
+        self.aliases: dict[int, dict[int, int]] = {}
+        self._next_id = 1
+
+    @property
+    def backend(self):
+        return self.embedder.backend
+
+    def _for_stream(self, stream: int) -> tuple[ByteTracker, TrackIdentities]:
+        if stream not in self.trackers:
+            s = self.settings
+            fps = self.fps.get(stream, 30.0) if isinstance(self.fps, dict) else self.fps
+            self.trackers[stream] = ByteTracker(fps=fps, track_thresh=s.track_thresh, match_thresh=s.match_thresh,
+                                                track_buffer=s.track_buffer)
+            self.identities[stream] = TrackIdentities(drift_threshold=s.drift_threshold,
+                                                      refresh_frames=s.refresh_frames)
+            self.aliases[stream] = {}
+        return self.trackers[stream], self.identities[stream]
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _shown_ids(self, stream: int, tracker_ids: np.ndarray, embeddings: np.ndarray,
+                   identities: TrackIdentities) -> tuple[np.ndarray, list[int]]:
+        """Map ByteTrack ids to the ids shown, splitting tracks whose face changed identity."""
+        alias = self.aliases[stream]
+        shown, broken = np.empty(len(tracker_ids), np.int64), []
+        for k, tid in enumerate(tracker_ids.tolist()):
+            sid = alias.get(tid)
+            if sid is None:
+                sid = alias[tid] = self._new_id()
+            else:
+                sim = identities.similarity(sid, embeddings[k])
+                if sim is not None and sim < self.settings.identity_break:
+                    broken.append(sid)
+                    identities.forget([sid])
+                    sid = alias[tid] = self._new_id()
+            shown[k] = sid
+        return shown, broken
+
+    def __call__(self, faces: Faces, crops: np.ndarray, stream: int = 0, frame_index: int | None = None) -> Faces:
+        tracker, identities = self._for_stream(stream)
+        result = tracker.update(faces.boxes, faces.scores, frame_index=frame_index)
+        rows = np.asarray(result.det_index, np.int64)
+        embeddings = self.embedder.embed(crops[rows]) if len(rows) else np.zeros((0, 512), np.float32)
+        shown, removed = self._shown_ids(stream, result.track_ids, embeddings, identities)
+        track_ids = np.full(len(faces), -1, np.int64)
+        track_ids[rows] = shown
+        due = set(identities.update(shown, embeddings))
+        alias = self.aliases[stream]
+        for tid in result.removed_ids:
+            sid = alias.pop(int(tid), None)
+            if sid is not None:
+                removed.append(sid)
+        if removed:
+            identities.forget(removed)
+        query = np.array([r for r, t in zip(rows, shown) if int(t) in due], np.int64)
+        query_emb = (np.stack([identities.embedding(int(track_ids[r])) for r in query]).astype(np.float32)
+                     if len(query) else np.zeros((0, 512), np.float32))
+        out = Faces(faces.boxes, faces.scores, faces.landmarks, track_ids=track_ids, embeddings=query_emb,
+                    query=query)
+        out.removed = removed  # type: ignore[attr-defined]
+        return out

@@ -1,0 +1,66 @@
+"""Identify: ask the gallery about the tracks that are due, keep a vote per track, name every face."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from app.gallery import GalleryUnavailable, open_gallery
+from app.settings import Settings
+from app.tracking.identity import TrackIdentities
+from app.types import UNKNOWN, Faces
+
+log = logging.getLogger("facestream.identify")
+
+
+def gallery_from_settings(settings: Settings):
+    return open_gallery(url=settings.qdrant_url or None, path=settings.qdrant_path,
+                        collection=settings.qdrant_collection, api_key=settings.qdrant_api_key or None,
+                        prefer_grpc=settings.qdrant_grpc)
+
+
+class Identify:
+    def __init__(self, settings: Settings, gallery=None) -> None:
+        self.settings = settings
+        self.gallery = gallery if gallery is not None else gallery_from_settings(settings)
+        self.votes: dict[int, TrackIdentities] = {}
+        self.queries = 0
+        self.retry_at = 0.0
+
+    def __call__(self, faces: Faces, stream: int = 0, removed: list[int] | None = None) -> Faces:
+        votes = self.votes.setdefault(stream, TrackIdentities(drift_threshold=self.settings.drift_threshold,
+                                                              refresh_frames=self.settings.refresh_frames))
+        if faces.query is not None and len(faces.query) and time.monotonic() >= self.retry_at:
+            try:
+                matches = self.gallery.search(faces.embeddings, threshold=self.settings.match_threshold)
+            except GalleryUnavailable as exc:  # keep showing the last votes; ask again in a while
+                log.warning("%s; names are kept from earlier results, retrying in 5 s", exc)
+                self.retry_at = time.monotonic() + 5.0
+                matches = []
+            self.queries += len(matches)
+            for row, match in zip(faces.query, matches):
+                tid = int(faces.track_ids[row])
+                if match is None:
+                    votes.record(tid, None, None, 0.0)
+                else:
+                    votes.record(tid, match.person_id, match.name, match.score)
+        if removed:
+            votes.forget(removed)
+        names, pids, sims = [], [], np.zeros(len(faces), np.float32)
+        for i in range(len(faces)):
+            tid = int(faces.track_ids[i]) if faces.track_ids is not None else -1
+            label = votes.label(tid) if tid >= 0 else None
+            if label is None or label.name is None:
+                names.append(UNKNOWN)
+                pids.append("")
+            else:
+                names.append(label.name)
+                pids.append(label.person_id or "")
+                sims[i] = label.score
+        faces.names, faces.person_ids, faces.similarities = names, pids, sims
+        return faces
+
+    def close(self) -> None:
+        self.gallery.close()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up facestream on a fresh machine: system packages (if root), a venv, the package, the models.
+# FACESTREAM_MODEL_MIRROR=DIR copies model files from DIR instead of downloading them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=()
+  command -v Xvfb >/dev/null || need+=(xvfb xauth)
+  command -v ffmpeg >/dev/null || need+=(ffmpeg)
+  dpkg -s libgl1 >/dev/null 2>&1 || need+=(libgl1 libglib2.0-0 libxkbcommon-x11-0 libxcb-xinerama0 \
+    libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-randr0 libxcb-shape0 libfontconfig1)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# The CPU build of PyTorch (a CUDA machine gets its own with `pip install -e '.[torch]'`).
+python -m pip install -q "torch==2.13.0" || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+python -m pip install -q -e '.[torch,rtx,dev]'
+facestream models fetch
+facestream models export
+echo "setup: done — activate with: . .venv/bin/activate" >&2

@@ -1,0 +1,1 @@
+"""Tests of the process runtime and shared-memory transport."""
