@@ -89,7 +89,7 @@ class Settings:
 
     # ------------------------------------------------------------------
     @classmethod
-    def keys(cls) -> dict[str, Any]:
+    def env_keys(cls) -> dict[str, Any]:
         return {f.metadata["key"]: f for f in fields(cls)}
 
     @classmethod

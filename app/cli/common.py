@@ -20,15 +20,21 @@ def load_settings(args, **overrides: str | None) -> Settings:
     return settings
 
 
+class ImageUnreadable(FacestreamError):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"image {path}: {reason}")
+        self.reason = reason
+
+
 def read_image(path: str | Path) -> np.ndarray:
     import cv2
 
     path = Path(path)
     if not path.is_file():
-        raise FacestreamError(f"image not found: {path}")
+        raise ImageUnreadable(path, "file not found")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise FacestreamError(f"image {path} cannot be read (not an image, or corrupt): use a JPEG or PNG")
+        raise ImageUnreadable(path, "cannot be read (not an image, or corrupt): use a JPEG or PNG")
     return image
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli.common import image_files, load_settings, read_image
+from app.cli.common import ImageUnreadable, image_files, load_settings, read_image
 from app.errors import FacestreamError
 
 
@@ -64,8 +64,8 @@ def enrol(analyzer, gallery, people: dict[str, list[Path]], largest: bool = Fals
                 bar.update(1)
                 try:
                     image = read_image(photo)
-                except FacestreamError as exc:
-                    skipped.append((str(photo), str(exc).split(": ", 1)[-1]))
+                except ImageUnreadable as exc:
+                    skipped.append((str(photo), exc.reason))
                     continue
                 faces = analyzer.analyze(image)
                 n = len(faces.detections)

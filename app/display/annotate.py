@@ -23,7 +23,7 @@ def colour_for(key: str) -> tuple[int, int, int]:
 
 @dataclass
 class Overlay:
-    """Text lines of the top-left panel: source status, per-stage FPS / queue / drops, latency."""
+    """Text lines of the bottom-left panel: source status, per-stage FPS / queue / drops, latency."""
 
     lines: list[str] = field(default_factory=list)
     warn: bool = False  # drawn in red (e.g. source reconnecting)
@@ -72,8 +72,9 @@ class Renderer:
         w = max(sz[0] for sz in sizes) + 12
         hgt = line_h * len(overlay.lines) + 8
         w, hgt = min(w, frame.shape[1]), min(hgt, frame.shape[0])
-        roi = frame[:hgt, :w]
+        top = frame.shape[0] - hgt  # bottom-left: faces are mostly in the upper half of a frame
+        roi = frame[top:, :w]
         roi[:] = (roi * 0.35).astype(np.uint8)
         for i, text in enumerate(overlay.lines):
             colour = (80, 80, 255) if overlay.warn and i == 0 else (255, 255, 255)
-            cv2.putText(frame, text, (6, (i + 1) * line_h), FONT, s, colour, 1, cv2.LINE_AA)
+            cv2.putText(frame, text, (6, top + (i + 1) * line_h), FONT, s, colour, 1, cv2.LINE_AA)

@@ -24,7 +24,7 @@ class Window:
     def __init__(self, title: str = "facestream") -> None:
         self.title = title
         try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
         except cv2.error as exc:
             raise FacestreamError("cannot open a window (no display?): run with --headless --out FILE.mp4 "
                                   f"or --serve PORT ({str(exc).strip().splitlines()[-1]})") from exc
@@ -150,7 +150,7 @@ class TrackLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, "w", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+        self.f = open(self.path, "w", buffering=1)  # noqa: SIM115 - closed in close(); line-buffered for live readers
 
     def write(self, ref: FrameRef, faces: Faces) -> None:
         rows = []

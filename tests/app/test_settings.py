@@ -42,7 +42,7 @@ def test_bad_value_is_one_clear_line_naming_the_key(key, value, expect):
 def test_env_example_lists_every_key_with_its_default():
     text = (REPO / ".env.example").read_text()
     assert text == Settings().example()
-    for key in Settings.keys():
+    for key in Settings.env_keys():
         assert f"\n{key}=" in text
 
 

@@ -1,0 +1,16 @@
+"""Fixtures for application tests: a gallery with the shared people enrolled through the real CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cli import main
+
+
+@pytest.fixture(scope="session")
+def enrolled_env(tmp_path_factory, checkpoint_dir, media_dir):
+    root = tmp_path_factory.mktemp("run")
+    env = root / ".env"
+    env.write_text(f"CHECKPOINT_DIR={checkpoint_dir}\nQDRANT_PATH={root / 'gallery'}\nLOG_LEVEL=WARNING\n")
+    assert main(["--env", str(env), "enrol", "--folder", str(media_dir / "people")]) == 0
+    return env

@@ -1,0 +1,102 @@
+"""The whole program on the shared video, as a user runs it: enrol the shared people, then `facestream run`.
+
+Per-track names are checked against the labels in ../shared/media/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+ENROLLED = {"alex_lacamoire", "biden", "kit_harington", "lin_manuel_miranda", "obama", "rose_leslie"}
+
+
+def shm_segments() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("fs_")}
+
+
+def run_cli(env: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", "--env", str(env), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=env.parent)
+
+
+def tracks_of(log: Path) -> dict[int, dict]:
+    """{track id: {"frames": [...], "names": Counter}} from a --log-tracks file."""
+    tracks: dict[int, dict] = defaultdict(lambda: {"frames": [], "names": Counter()})
+    for line in log.read_text().splitlines():
+        row = json.loads(line)
+        for face in row["faces"]:
+            t = tracks[face["track_id"]]
+            t["frames"].append(row["frame"])
+            t["names"][face["name"]] += 1
+    return tracks
+
+
+def check_labels(tracks: dict[int, dict]) -> None:
+    """The labels of ../shared/media/README.md, as per-track assertions."""
+    named = {tid: t["names"].most_common(1)[0][0] for tid, t in tracks.items() if tid >= 0}
+    # only people who are in the video may ever be named
+    seen_names = set().union(*(set(t["names"]) for t in tracks.values()))
+    assert seen_names <= {"unknown", "lin_manuel_miranda", "alex_lacamoire", "obama"}, seen_names
+
+    def frames_named(name: str, lo: int, hi: int) -> set[int]:
+        return {f for tid, t in tracks.items() if named.get(tid) == name for f in t["frames"] if lo <= f <= hi}
+
+    # Lin-Manuel Miranda in close-up, frames 86–220: named on (nearly) all of them
+    lin = frames_named("lin_manuel_miranda", 86, 220)
+    assert len(lin) >= 0.9 * (220 - 86 + 1), f"Lin-Manuel named on {len(lin)} of 135 frames"
+    # Barack Obama in the audience, 221–274: named on most of them
+    obama = frames_named("obama", 221, 274)
+    assert len(obama) >= 0.8 * (274 - 221 + 1), f"Obama named on {len(obama)} of 54 frames"
+    # nobody in the audience (55–85; the README's edges are approximate, so 55–80) is named
+    audience = {f for tid, t in tracks.items() if named.get(tid, "unknown") != "unknown"
+                for f in t["frames"] if 55 <= f <= 80}
+    assert not audience, f"an audience face was named on frames {sorted(audience)}"
+    # Obama is one face per frame: no second track carries his name at the same time
+    per_frame = Counter(f for tid, t in tracks.items() if named.get(tid) == "obama" for f in t["frames"])
+    assert max(per_frame.values()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_run_headless_names_the_enrolled_people(enrolled_env, media_dir, tmp_path):
+    before = shm_segments()
+    out, log = tmp_path / "annotated.mp4", tmp_path / "tracks.jsonl"
+    proc = run_cli(enrolled_env, "run", "--source", str(media_dir / "video/short_hamilton_clip.mp4"),
+                   "--headless", "--out", str(out), "--log-tracks", str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert "finished: 275 frames" in proc.stderr and "0 dropped" in proc.stderr
+    assert shm_segments() == before  # every shared-memory segment was unlinked
+
+    import cv2
+
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 275  # every frame processed and annotated
+    assert len(log.read_text().splitlines()) == 275
+    check_labels(tracks_of(log))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_single_process_loop_gives_the_same_names(enrolled_env, media_dir, tmp_path):
+    log = tmp_path / "tracks.jsonl"
+    proc = run_cli(enrolled_env, "run", "--single-process", "--headless", "--log-tracks", str(log),
+                   "--source", str(media_dir / "video/short_hamilton_clip.mp4"))
+    assert proc.returncode == 0, proc.stderr
+    check_labels(tracks_of(log))
+
+
+@pytest.mark.timeout(120)
+def test_bad_source_is_one_line_and_leaves_nothing(enrolled_env, tmp_path):
+    before = shm_segments()
+    proc = run_cli(enrolled_env, "run", "--headless", "--source", str(tmp_path / "missing.mp4"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"facestream: error: VIDEO_SOURCE file not found: {tmp_path / 'missing.mp4'} — check the path in .env"]
+    assert shm_segments() == before
