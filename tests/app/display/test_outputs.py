@@ -1,0 +1,80 @@
+"""Outputs without a window: MJPEG over HTTP on loopback, the atomic video file, the JSONL track log."""
+
+import json
+import socket
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from app.display.annotate import Overlay, Renderer, colour_for
+from app.display.outputs import MjpegServer, TrackLog, VideoFile
+from app.errors import FacestreamError
+from app.types import Faces, FrameRef
+
+
+def faces_one(name="ada"):
+    f = Faces(np.array([[100, 80, 180, 190]], np.float32), np.array([0.9], np.float32),
+              np.tile(np.array([[120, 120]], np.float32), (1, 5, 1)), track_ids=np.array([7]))
+    f.names, f.similarities = [name], np.array([0.61], np.float32)
+    return f
+
+
+def test_renderer_draws_box_label_and_overlay():
+    frame = np.zeros((360, 640, 3), np.uint8)
+    Renderer().draw(frame, faces_one(), Overlay(["detect: 30.0 fps", "latency p50 20 ms"]))
+    colour = np.array(colour_for("ada"))
+    assert np.all(np.abs(frame.astype(int) - colour) <= 2, axis=2).sum() > 200  # box + label fill
+    assert np.all(frame[300:, :200] > 200, axis=2).sum() > 50  # overlay text, bottom-left
+
+
+def test_mjpeg_server_serves_frames_on_loopback_only():
+    server = MjpegServer(0)
+    try:
+        assert server.httpd.server_address[0] == "127.0.0.1"
+        frame = np.full((120, 160, 3), (0, 128, 255), np.uint8)
+        server.publish(frame)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+            data = b""
+            while data.count(b"\xff\xd9") < 1:
+                data += resp.read1(65536)
+        jpeg = data[data.index(b"\xff\xd8"): data.index(b"\xff\xd9") + 2]
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (120, 160, 3) and abs(int(img[60, 80, 2]) - 255) < 10
+    finally:
+        server.close()
+
+
+def test_busy_port_is_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(FacestreamError, match="choose another --serve port"):
+            MjpegServer(s.getsockname()[1])
+
+
+def test_video_file_appears_only_when_complete(tmp_path):
+    out = tmp_path / "a.mp4"
+    video = VideoFile(out, 30)
+    for i in range(10):
+        video.write(np.full((64, 64, 3), i * 20, np.uint8))
+    assert not out.exists()  # still being written under a temporary name
+    video.close()
+    assert out.exists() and int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT)) == 10
+    failed = VideoFile(tmp_path / "b.mp4", 30)
+    failed.write(np.zeros((64, 64, 3), np.uint8))
+    failed.close(keep=False)  # a failed run leaves no half-written video
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_track_log_is_one_json_line_per_frame(tmp_path):
+    log = TrackLog(tmp_path / "t.jsonl")
+    log.write(FrameRef(seq=3, ts=12.5, index=3), faces_one("obama"))
+    log.write(FrameRef(seq=4, ts=12.6, index=4), Faces.empty())
+    log.close()
+    rows = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert rows[0]["frame"] == 3 and rows[0]["faces"][0]["name"] == "obama"
+    assert rows[0]["faces"][0]["track_id"] == 7 and rows[0]["faces"][0]["similarity"] == 0.61
+    assert rows[1]["faces"] == []
