@@ -26,7 +26,17 @@ def add_parsers(sub) -> None:
     m.add_argument("--seconds", type=float, default=2.0, help="time per measurement (after warm-up)")
     m.add_argument("--image", help="photo for the detector timing (default: a shared scene if present)")
     m.add_argument("--json", help="write the results here")
+    m.add_argument("--plot", help="write a PNG chart of faces/s per backend and batch here")
     m.set_defaults(func=cmd_bench_models)
+
+    pl = bsub.add_parser("pipeline", help="the real multi-process pipeline vs the naive one-frame-at-a-time loop")
+    pl.add_argument("--source", help="a video file (default VIDEO_SOURCE)")
+    pl.add_argument("--json", help="write the results here")
+    pl.add_argument("--plot", help="write a PNG timeline of capture→display latency here")
+    pl.add_argument("--max-frames", type=int, default=0)
+    pl.add_argument("--skip-baseline", action="store_true")
+    pl.add_argument("--skip-live", action="store_true", help="skip the simulated live (real-time replay) run")
+    pl.set_defaults(func=cmd_bench_pipeline)
 
 
 class Timer:
@@ -129,4 +139,125 @@ def cmd_bench_models(args) -> int:
         print(f"{r['backend']:34s} {r['frame']:>10s} {r['ms_per_frame']:10.2f} {r['faces']:6d}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.plot:
+        plot_embedder(result, args.plot)
     return 0
+
+
+def plot_embedder(result: dict, path: str) -> None:
+    """Grouped bars: faces/s per backend at each batch size (log scale: CPU and GPU differ by 100x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = list(dict.fromkeys(r["backend"] for r in result["embedder"]))
+    batches = sorted({r["batch"] for r in result["embedder"]})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(backends), 1)
+    for k, b in enumerate(backends):
+        vals = [next((r["faces_per_s"] for r in result["embedder"] if r["backend"] == b and r["batch"] == n), 0)
+                for n in batches]
+        ax.bar([i + k * width for i in range(len(batches))], vals, width, label=b)
+    ax.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(batches))], [f"batch {n}" for n in batches])
+    ax.set_yscale("log")
+    ax.set_ylabel("faces/s")
+    ax.set_title(f"ArcFace embedder throughput — {result['machine']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _latencies(log: Path) -> tuple[np.ndarray, np.ndarray]:
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    cap = np.array([r["capture_ts"] for r in rows])
+    return cap - cap[0] if len(cap) else cap, np.array([r["display_ts"] - r["capture_ts"] for r in rows]) * 1000
+
+
+def _pct(lat: np.ndarray) -> dict:
+    if not len(lat):
+        return {}
+    return {f"p{q}_ms": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)}
+
+
+def cmd_bench_pipeline(args) -> int:
+    """Every-frame file run, simulated live run and the naive baseline, in one command on one machine."""
+    import argparse
+    import tempfile
+
+    from app.cli.pipeline import run_pipeline
+    from app.cli.run import run_local
+    from app.display.present import OutputOptions, Present
+
+    settings = load_settings(args, VIDEO_SOURCE=args.source)
+    tmp = Path(tempfile.mkdtemp(prefix="fs-bench-"))
+    base = dict(headless=True, out=None, serve=None, every_frame=False, live=False, realtime=False,
+                max_frames=args.max_frames, single_process=False, validate_on_start=False)
+    result: dict = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
+                               f"Python {platform.python_version()}",
+                    "source": settings.sources[0], "detector": f"{settings.detector_model}/{settings.detector_backend}",
+                    "embedder": f"{settings.embedder_model}/{settings.embedding_backend}"}
+
+    def pipeline(name: str, **kw) -> None:
+        log = tmp / f"{name}.jsonl"
+        report: dict = {}
+        run_pipeline(settings, argparse.Namespace(**{**base, **kw, "log_tracks": str(log)}), report)
+        t, lat = _latencies(log)
+        frames = len(lat)
+        seconds = report["result"].seconds
+        result[name] = {
+            "frames": frames, "seconds": round(seconds, 2), "processed_fps": round(frames / seconds, 2),
+            "latency": _pct(lat), "every_frame": report["every_frame"],
+            "stages": {s.name: {"items": s.items, "fps": round(s.items / seconds, 2), "busy": round(s.busy, 3),
+                                "drops": s.drops} for s in report["stats"]},
+        }
+        result[name]["timeline"] = {"t": t.round(3).tolist(), "latency_ms": lat.round(1).tolist()}
+
+    pipeline("every_frame", every_frame=True)
+    result["processed_fps"] = result["every_frame"]["processed_fps"]
+    if not args.skip_live:
+        pipeline("live", realtime=True, live=True)
+    if not args.skip_baseline:
+        log = tmp / "baseline.jsonl"
+        present = Present(OutputOptions(log_tracks=str(log)))
+        t0 = time.perf_counter()
+        run_local(settings, argparse.Namespace(**{**base, "log_tracks": str(log)}), present=present)
+        seconds = time.perf_counter() - t0
+        frames = len(log.read_text().splitlines())
+        result["baseline"] = {"frames": frames, "seconds": round(seconds, 2),
+                              "processed_fps": round(frames / seconds, 2),
+                              "what": "naive loop: one process, one frame at a time, same models and gallery"}
+        result["speedup_vs_baseline"] = round(result["processed_fps"] / result["baseline"]["processed_fps"], 2)
+    print(f"# {result['machine']}; {result['detector']}, {result['embedder']}")
+    for name in ("every_frame", "live", "baseline"):
+        if name in result:
+            r = result[name]
+            lat = r.get("latency", {})
+            lat_s = f"  latency p50/p95/p99 {lat['p50_ms']}/{lat['p95_ms']}/{lat['p99_ms']} ms" if lat else ""
+            print(f"{name:12s} {r['frames']:5d} frames {r['seconds']:7.2f} s {r['processed_fps']:8.2f} fps{lat_s}")
+    if "speedup_vs_baseline" in result:
+        print(f"pipeline vs naive loop: {result['speedup_vs_baseline']}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.plot:
+        _plot_timeline(result, args.plot)
+    return 0
+
+
+def _plot_timeline(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name in ("every_frame", "live"):
+        if name in result:
+            tl = result[name]["timeline"]
+            ax.plot(tl["t"], tl["latency_ms"], lw=1, label=f"{name} ({result[name]['processed_fps']} fps)")
+    ax.set_xlabel("capture time (s)")
+    ax.set_ylabel("capture→display (ms)")
+    ax.set_title(f"pipeline latency — {result['machine']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -55,7 +55,7 @@ def build_pipeline(settings: Settings, args):
             probes.append(src.probe())
         finally:
             src.close()
-    live = any(s.live for s in specs)
+    live = any(s.live for s in specs) or getattr(args, "realtime", False)
     every = every_frame_mode(settings, args, live)
     q = settings.queue_size
     n = settings.max_faces
@@ -71,7 +71,8 @@ def build_pipeline(settings: Settings, args):
     pipe.queue("named", q, slot_bytes=65536 + n * 160)
     for i, spec in enumerate(specs):
         pipe.stage(f"capture{i}" if len(specs) > 1 else "capture",
-                   CaptureStage(settings, spec.raw, i, args.max_frames), outputs=["frames"], rings=[ring_name(i)])
+                   CaptureStage(settings, spec.raw, i, args.max_frames, getattr(args, "realtime", False)),
+                   outputs=["frames"], rings=[ring_name(i)])
     pipe.stage("detect", DetectStage(settings), ["frames"], ["detections"], rings)
     pipe.stage("align", AlignStage(settings), ["detections"], ["crops"], rings)
     pipe.stage("embed+track", EmbedTrackStage(settings, {i: p[2] for i, p in enumerate(probes)}), ["crops"],
@@ -83,11 +84,14 @@ def build_pipeline(settings: Settings, args):
     return pipe, every
 
 
-def run_pipeline(settings: Settings, args) -> int:
+def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
+    """Run to the end; ``report`` (if given) receives the result and the per-stage stats."""
     preflight(settings)
     pipe, every = build_pipeline(settings, args)
     log.info("running %d stages (%s mode)", len(pipe.stages), "every-frame" if every else "live")
     result = pipe.run()
+    if report is not None:
+        report.update(result=result, stats=pipe.stage_stats(), every_frame=every)
     stats = {s.name: s for s in pipe.stage_stats()}
     shown = stats.get("display")
     frames = shown.items if shown else 0

@@ -29,6 +29,12 @@ def add_parsers(sub) -> None:
     mode.add_argument("--every-frame", action="store_true", help="process every frame (default for files)")
     mode.add_argument("--live", action="store_true", help="drop stale frames to bound latency (default for streams)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")
+    p.add_argument("--realtime", action="store_true",
+                   help="replay a file at its frame rate, as a live camera would deliver it (implies --live)")
+    p.add_argument("--validate-on-start", action="store_true",
+                   help="before running, compare the embedding backend with ONNX Runtime FP32 on faces of the "
+                        "source's first frames; stop if they drift apart")
+    p.add_argument("--max-drift", type=float, default=0.001, help="drift bound for --validate-on-start")
     p.add_argument("--single-process", action="store_true",
                    help="run every stage in this process, one frame at a time (debugging, baseline)")
     p.set_defaults(func=cmd_run)
@@ -51,11 +57,50 @@ def cmd_run(args) -> int:
     if not settings.sources:
         raise FacestreamError("VIDEO_SOURCE is empty: set it in .env (a file, 0 for a webcam, rtsp://… or "
                               "http://…) or pass --source")
+    if args.validate_on_start:
+        validate_on_start(settings, args.max_drift)
     if args.single_process:
         return run_local(settings, args)
     from app.cli.pipeline import run_pipeline
 
     return run_pipeline(settings, args)
+
+
+def _validate(settings: Settings, frames: list, max_drift: float) -> dict | None:
+    from app.cli.common import BackendSpec
+    from app.cli.tools import compare_backends
+
+    spec = BackendSpec(settings.embedding_backend, settings.device, settings.gpu_precision)
+    ref = BackendSpec("onnxruntime", "cpu", "fp32")
+    try:
+        return compare_backends(settings, frames, spec, ref)
+    except FacestreamError:
+        return None  # no face in those frames
+
+
+def validate_on_start(settings: Settings, max_drift: float, frames: int = 30) -> None:
+    """`compare` of the configured embedding backend against ONNX Runtime FP32, in a spawned process so
+    no CUDA context is ever made in the parent."""
+    import multiprocessing as mp
+
+    source = VideoSource(parse_source(settings.sources[0]), settings.reconnect_max_delay)
+    grabbed = []
+    try:
+        source.open()
+        while len(grabbed) < frames and (frame := source.read()) is not None:
+            grabbed.append((f"frame {len(grabbed)}", frame))
+    finally:
+        source.close()
+    with mp.get_context("spawn").Pool(1) as pool:
+        r = pool.apply(_validate, (settings, grabbed[::3], max_drift))
+    if r is None:
+        log.warning("validate-on-start: no face in the first %d frames; nothing to compare", frames)
+        return
+    log.info("validate-on-start: %s vs %s on %d faces: cosine mean %.6f min %.6f", r["a"], r["b"], r["faces"],
+             r["cos_mean"], r["cos_min"])
+    if 1.0 - r["cos_min"] > max_drift:
+        raise FacestreamError(f"{r['a']} drifts from {r['b']} by {1 - r['cos_min']:.6f} (> {max_drift}) on "
+                              f"{r['worst_face']}: use another backend or precision, or raise --max-drift")
 
 
 class Stopwatch:

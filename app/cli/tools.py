@@ -102,14 +102,16 @@ def cmd_embed(args) -> int:
     return 0
 
 
-def compare_backends(settings, images: list[str], a: BackendSpec, b: BackendSpec) -> dict:
-    """Cosine between two backends' embeddings of the same aligned faces (detected once, ONNX Runtime on CPU)."""
+def compare_backends(settings, images: list, a: BackendSpec, b: BackendSpec) -> dict:
+    """Cosine between two backends' embeddings of the same aligned faces (detected once, ONNX Runtime on CPU).
+
+    ``images``: paths, or (name, BGR array) pairs."""
     from engines.align import align_faces
 
     detector = _analyzer(settings, BackendSpec("onnxruntime", "cpu"), det_backend="onnxruntime").detector
     crops, names = [], []
-    for path in images:
-        img = read_image(path)
+    for item in images:
+        path, img = item if isinstance(item, tuple) else (item, read_image(item))
         dets = detector.detect(img)
         names += [f"{path}#{i}" for i in range(len(dets))]
         if len(dets):
@@ -117,11 +119,12 @@ def compare_backends(settings, images: list[str], a: BackendSpec, b: BackendSpec
     if not crops:
         raise FacestreamError("no face found in the images given to compare: use photos with faces")
     crops_arr = np.concatenate(crops)
-    ea = _embedder(settings, a).embed(crops_arr)
-    eb = _embedder(settings, b).embed(crops_arr)
+    emb_a, emb_b = _embedder(settings, a), _embedder(settings, b)
+    ea, eb = emb_a.embed(crops_arr), emb_b.embed(crops_arr)
     cos = np.sum(ea * eb, axis=1)
     worst = int(np.argmin(cos))
-    return {"a": str(a), "b": str(b), "faces": len(cos), "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
+    return {"a": emb_a.backend.describe(), "b": emb_b.backend.describe(), "faces": len(cos),
+            "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
             "worst_face": names[worst], "l2_max": float(np.linalg.norm(ea - eb, axis=1).max())}
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -164,7 +165,8 @@ class TrackLog:
                 "similarity": round(float(faces.similarities[i]), 3) if faces.similarities is not None else None,
             })
         self.f.write(json.dumps({"frame": ref.index, "stream": ref.stream, "seq": ref.seq,
-                                 "capture_ts": round(ref.ts, 6), "faces": rows}) + "\n")
+                                 "capture_ts": round(ref.ts, 6), "display_ts": round(time.time(), 6),
+                                 "faces": rows}) + "\n")
 
     def close(self) -> None:
         self.f.close()

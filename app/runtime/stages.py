@@ -52,6 +52,7 @@ class CaptureStage:
     source: str
     stream: int = 0
     max_frames: int = 0
+    realtime: bool = False  # release a file's frames at its frame rate, like a live camera
 
     def run(self, ctx: StageContext) -> None:
         from app.stages.capture import VideoSource, parse_source
@@ -62,8 +63,11 @@ class CaptureStage:
         ring = ctx.rings[ring_name(self.stream)]
         shape = ring.spec.height, ring.spec.width
         index = 0
+        start = time.monotonic()
         try:
             while not ctx.stopping and (not self.max_frames or index < self.max_frames):
+                if self.realtime:
+                    time.sleep(max(0.0, start + index / (src.fps or 30.0) - time.monotonic()))
                 frame = src.read()
                 if frame is None:
                     if src.ended:
