@@ -54,6 +54,8 @@ class Settings:
                           default=64)
     embed_batch: int = _key("EMBED_BATCH", "largest batch of faces given to the recogniser", lo=1, hi=1024,
                             default=32)
+    infer_threads: int = _key("INFER_THREADS", "CPU threads per inference stage (0: auto, half the cores "
+                              "each for detection and embedding, which run side by side)", lo=0, hi=256, default=0)
     # identity
     match_threshold: float = _key("MATCH_THRESHOLD", "cosine similarity above which a face is a known person",
                                   lo=-1.0, hi=1.0, default=0.35)

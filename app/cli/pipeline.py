@@ -57,14 +57,14 @@ def build_pipeline(settings: Settings, args):
             src.close()
     live = any(s.live for s in specs) or getattr(args, "realtime", False)
     every = every_frame_mode(settings, args, live)
-    q = settings.queue_size
+    q = settings.queue_size if every else min(settings.queue_size, 2)  # live: short queues, bounded latency
     n = settings.max_faces
     pipe = Pipeline()
     rings = []
     for i, (w, h, _fps) in enumerate(probes):
         pipe.ring(ring_name(i), slots=5 * q + 8, height=h, width=w)
         rings.append(ring_name(i))
-    pipe.queue("frames", capacity=q if every else 2, slot_bytes=4096, policy="block" if every else "drop_oldest")
+    pipe.queue("frames", capacity=q, slot_bytes=4096, policy="block" if every else "drop_oldest")
     pipe.queue("detections", q, slot_bytes=65536 + n * 64)
     pipe.queue("crops", q, slot_bytes=65536 + n * (CROP_BYTES + 64))
     pipe.queue("tracks", q, slot_bytes=65536 + n * (EMBED_BYTES + 96))

@@ -89,9 +89,9 @@ class CaptureStage:
 class DetectStage(_Wrapper):
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
-        from app.stages.detect import Detect
+        from app.stages.detect import Detect, stage_threads
 
-        self.detect = Detect(self.settings)
+        self.detect = Detect(self.settings, threads=stage_threads(self.settings))
         log.info("detector: %s %s", self.settings.detector_model, self.detect.backend.describe())
 
     def process(self, rec: Record, ctx: StageContext) -> Record | None:
@@ -138,9 +138,10 @@ class EmbedTrackStage(_Wrapper):
 
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
+        from app.stages.detect import stage_threads
         from app.stages.embed_track import EmbedTrack
 
-        self.embed = EmbedTrack(self.settings, self.fps)
+        self.embed = EmbedTrack(self.settings, self.fps, threads=stage_threads(self.settings))
         log.info("embedder: %s %s", self.settings.embedder_model, self.embed.backend.describe())
 
     def process(self, rec: Record, ctx: StageContext) -> Record:

@@ -6,6 +6,7 @@ of candidate boxes, which would otherwise cross a process boundary.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -15,22 +16,29 @@ from engines.model_zoo import load_detector
 from engines.types import Detections
 
 
-def model_kwargs(settings: Settings, warn: Callable[[str], None] | None = None) -> dict:
-    """What every model load takes from the settings: checkpoints, device, precision, strictness."""
+def model_kwargs(settings: Settings, warn: Callable[[str], None] | None = None, threads: int | None = None) -> dict:
+    """What every model load takes from the settings: checkpoints, device, precision, strictness, CPU threads."""
     return {
         "checkpoint_dir": settings.checkpoint_dir,
         "device": settings.device,
         "precision": settings.gpu_precision,
         "strict_gpu": settings.strict_gpu,
         "warn": warn,
+        "backend_opts": {"threads": threads, "det_size": (settings.det_size, settings.det_size)},
     }
 
 
+def stage_threads(settings: Settings) -> int:
+    """CPU threads for one of the two inference stages that run side by side in the pipeline."""
+    return settings.infer_threads or max(1, (os.cpu_count() or 2) // 2)
+
+
 class Detect:
-    def __init__(self, settings: Settings, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, settings: Settings, warn: Callable[[str], None] | None = None,
+                 threads: int | None = None) -> None:
         self.min_face = settings.min_face
         self.detector = load_detector(
-            settings.detector_model, settings.detector_backend, **model_kwargs(settings, warn),
+            settings.detector_model, settings.detector_backend, **model_kwargs(settings, warn, threads),
             input_size=(settings.det_size, settings.det_size), score_threshold=settings.det_threshold,
             nms_threshold=settings.nms_threshold, max_faces=settings.max_faces,
         )

@@ -24,11 +24,11 @@ from engines.model_zoo import load_embedder
 
 class EmbedTrack:
     def __init__(self, settings: Settings, fps: float | dict[int, float] = 30.0,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, threads: int | None = None) -> None:
         self.settings = settings
         self.fps = fps
         self.embedder = load_embedder(settings.embedder_model, settings.embedding_backend,
-                                      **model_kwargs(settings, warn), batch_size=settings.embed_batch)
+                                      **model_kwargs(settings, warn, threads), batch_size=settings.embed_batch)
         self.trackers: dict[int, ByteTracker] = {}
         self.identities: dict[int, TrackIdentities] = {}
         self.aliases: dict[int, dict[int, int]] = {}

@@ -113,5 +113,7 @@ def load_module(info, checkpoint_dir: Path):
 
 
 def create(info, checkpoint_dir: Path, device: str = "auto", precision: str = "fp32", **opts) -> Backend:
+    if opts.get("threads") and not resolve_device(device).startswith("cuda"):
+        _torch().set_num_threads(int(opts["threads"]))
     return PyTorchBackend(load_module(info, checkpoint_dir), device=device, precision=precision,
                           cuda_graphs=opts.get("cuda_graphs"))
