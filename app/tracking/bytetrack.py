@@ -1,8 +1,27 @@
 """ByteTrack: two-stage association (high-score boxes first, then low-score ones) with a Kalman motion model.
 
-Follows the reference semantics: a new track starts only from a box above ``track_thresh + 0.1``, is
-confirmed by a second hit (or at once on the very first frame), survives ``track_buffer`` frames unseen
-(scaled by the source's real frame rate), and low-score boxes may continue a track but never start one.
+Reference semantics (ByteTrack's ``BYTETracker``, MOT17 settings):
+
+- boxes scoring above ``track_thresh`` are matched first against every confirmed and lost track, on IoU
+  distance fused with the detection score (``1 - IoU * score``: a blurred, low-confidence face needs more
+  overlap to claim a track), assignment by ``lap.lapjv`` with ``cost_limit = match_thresh``;
+- tracks left over (and still being tracked) get a second chance on the boxes scoring between
+  ``low_thresh`` and ``track_thresh``, on plain IoU distance with a 0.5 limit: a face turning away or
+  half occluded keeps its track, but such a box never starts one;
+- tracks born on the previous frame (unconfirmed) are matched against the high boxes still free
+  (fused, 0.7 limit); an unconfirmed track that misses is dropped at once;
+- a free high box scoring at least ``track_thresh + 0.1`` starts a track; it is shown from its second hit,
+  except on the tracker's first frame, where every new track is shown at once;
+- a track unseen for more than ``track_buffer`` frames, scaled to the source's real frame rate
+  (``int(fps / 30 * track_buffer)``), is removed; a lost track overlapping a tracked one (IoU > 0.85)
+  is a duplicate and the younger of the two goes.
+
+Fusing the score is the reference's default (it is switched off only for MOT20's dense crowds); faces
+in a frame are few and rarely overlap, so the stricter match for weak boxes costs nothing and keeps a
+passer-by's weak box from stealing a track.
+
+Tracks are kept as arrays (struct of arrays) rather than objects, so a frame with twenty faces is a
+handful of vectorised numpy calls.
 """
 
 from __future__ import annotations
@@ -14,62 +33,58 @@ import numpy as np
 
 from app.tracking import kalman
 
-NEW, TRACKED, LOST, REMOVED = range(4)
+TRACKED, LOST = 0, 1
+UNCONFIRMED_MATCH = 0.7  # cost limit for one-hit tracks (reference)
+LOW_MATCH = 0.5  # cost limit for the second, low-score association (reference)
+DUPLICATE_IOU = 0.85  # a lost track this close to a tracked one is the same face (reference: distance < 0.15)
 
 
 @dataclass
 class TrackResult:
-    """Tracks seen on this frame: ids, Kalman-corrected boxes, and which input detection each came from."""
+    """Tracks matched on this frame: ids, Kalman-corrected boxes, and which input detection each came from.
 
-    track_ids: np.ndarray  # (M,) int64
-    boxes: np.ndarray  # (M, 4) float32
-    det_index: np.ndarray  # (M,) int64, index into the boxes given to update()
-    removed_ids: list[int] = field(default_factory=list)  # tracks forgotten on this frame
+    Rows are in the order of ``det_index`` (the order of the detections given to ``update``).
+    """
 
-
-class _Track:
-    __slots__ = ("mean", "cov", "track_id", "state", "activated", "score", "frame", "start", "det_index")
-
-    def __init__(self, box: np.ndarray, score: float) -> None:
-        self.mean, self.cov = kalman.initiate(kalman.xyxy_to_xyah(box)[0])
-        self.track_id = 0
-        self.state = NEW
-        self.activated = False
-        self.score = score
-        self.frame = 0
-        self.start = 0
-        self.det_index = -1
-
-    def box(self) -> np.ndarray:
-        return kalman.xyah_to_xyxy(self.mean[:4])[0]
-
-    def update(self, box: np.ndarray, score: float, frame: int, det_index: int) -> None:
-        self.mean, self.cov = kalman.update(self.mean, self.cov, kalman.xyxy_to_xyah(box)[0])
-        self.state, self.activated = TRACKED, True
-        self.score, self.frame, self.det_index = score, frame, det_index
+    track_ids: np.ndarray  # (M,) int64, unique over the tracker's lifetime, from 1
+    boxes: np.ndarray  # (M, 4) float32 x1y1x2y2, the filtered box of each track
+    det_index: np.ndarray  # (M,) int64, row of the detection each track was matched to
+    scores: np.ndarray  # (M,) float32, that detection's score
+    lost_ids: list[int] = field(default_factory=list)  # shown tracks that went unseen on this frame
+    removed_ids: list[int] = field(default_factory=list)  # shown tracks forgotten on this frame: never come back
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU between x1y1x2y2 boxes ``a`` (N, 4) and ``b`` (M, 4)."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def assign(cost: np.ndarray, thresh: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
-    """Min-cost matching with ``lap.lapjv``; pairs costing more than ``thresh`` stay unmatched."""
-    if cost.size == 0:
-        return [], list(range(cost.shape[0])), list(range(cost.shape[1]))
+def assign(cost: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Min-cost matching with ``lap.lapjv``; pairs costing more than ``thresh`` stay unmatched.
+
+    Returns (matched rows, matched columns, unmatched rows, unmatched columns) as int64 arrays.
+    """
+    rows, cols = cost.shape
+    if rows == 0 or cols == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.arange(rows), np.arange(cols)
     _, x, y = lap.lapjv(cost, extend_cost=True, cost_limit=thresh)
-    matches = [(i, int(j)) for i, j in enumerate(x) if j >= 0]
-    return matches, [i for i, j in enumerate(x) if j < 0], [j for j, i in enumerate(y) if i < 0]
+    x, y = np.asarray(x), np.asarray(y)
+    r = np.flatnonzero(x >= 0)
+    return r, x[r].astype(np.int64), np.flatnonzero(x < 0), np.flatnonzero(y < 0)
 
 
 class ByteTracker:
+    """One video stream's tracker; ``update`` once per frame, in order, with that frame's detections."""
+
     def __init__(self, fps: float = 30.0, track_thresh: float = 0.5, match_thresh: float = 0.8,
                  track_buffer: int = 30, low_thresh: float = 0.1, fuse_score: bool = True) -> None:
         self.track_thresh = track_thresh
@@ -77,112 +92,153 @@ class ByteTracker:
         self.low_thresh = low_thresh
         self.new_thresh = track_thresh + 0.1
         self.fuse_score = fuse_score
-        self.max_lost = max(1, int(round(fps / 30.0 * track_buffer)))
+        self.fps = fps if fps and fps > 0 else 30.0
+        self.max_lost = max(1, int(self.fps / 30.0 * track_buffer))
         self.reset()
 
     def reset(self) -> None:
-        self.tracked: list[_Track] = []
-        self.lost: list[_Track] = []
+        """Forget every track and start again at frame 1 (track ids keep counting up, so none is reused)."""
         self.frame = 0
-        self._next_id = 1
+        self._last_index: int | None = None
+        if not hasattr(self, "_next_id"):
+            self._next_id = 1
+        self.mean = np.zeros((0, 8))
+        self.cov = np.zeros((0, 8, 8))
+        self.ids = np.zeros(0, np.int64)
+        self.state = np.zeros(0, np.int8)
+        self.confirmed = np.zeros(0, bool)
+        self.score = np.zeros(0)
+        self.last = np.zeros(0, np.int64)  # frame of the last match
+        self.start = np.zeros(0, np.int64)  # frame the track was born
+        self.det = np.zeros(0, np.int64)  # detection row of the last match
 
-    def _cost(self, tracks: list[_Track], boxes: np.ndarray, scores: np.ndarray, fuse: bool) -> np.ndarray:
-        tb = np.array([t.box() for t in tracks]).reshape(-1, 4)
-        iou = iou_matrix(tb, boxes)
+    def __len__(self) -> int:
+        """Tracks alive: tracked, unconfirmed or lost."""
+        return len(self.ids)
+
+    def _boxes(self, rows: np.ndarray) -> np.ndarray:
+        return kalman.xyah_to_xyxy(self.mean[rows, :4])
+
+    def _cost(self, rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray, fuse: bool) -> np.ndarray:
+        iou = iou_matrix(self._boxes(rows), boxes)
         return 1.0 - (iou * scores[None, :] if fuse else iou)
 
+    def _steps(self, frame_index: int | None) -> int:
+        """Frames elapsed since the last update: more than one when the caller dropped frames."""
+        last, self._last_index = self._last_index, frame_index
+        if frame_index is None or last is None or frame_index <= last:
+            return 1
+        return int(frame_index - last)
+
     def update(self, boxes: np.ndarray, scores: np.ndarray, frame_index: int | None = None) -> TrackResult:
-        """Associate this frame's detections (x1y1x2y2 boxes, scores) with the tracks."""
-        self.frame += 1
+        """Associate this frame's detections (N, 4) x1y1x2y2 boxes and (N,) scores with the tracks.
+
+        ``frame_index`` is the frame's number in the source: when frames were dropped upstream, the gap
+        counts (motion is predicted across it and it counts toward ``track_buffer``). Without it, or when
+        it does not increase, each call is one frame.
+        """
+        steps = self._steps(frame_index)
+        self.frame += steps
         f = self.frame
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
-        high = np.flatnonzero(scores >= self.track_thresh)
+        high = np.flatnonzero(scores > self.track_thresh)
         low = np.flatnonzero((scores > self.low_thresh) & (scores < self.track_thresh))
 
-        confirmed = [t for t in self.tracked if t.activated]
-        unconfirmed = [t for t in self.tracked if not t.activated]
-        pool = confirmed + self.lost
-        if pool:
-            means, covs = kalman.multi_predict(np.stack([t.mean for t in pool]), np.stack([t.cov for t in pool]))
-            for t, m, c in zip(pool, means, covs):
-                if t.state != TRACKED:
-                    m[7] = 0.0  # a lost track keeps its place, not its height velocity (reference behaviour)
-                t.mean, t.cov = m, c
-        activated, refound, lost_now, removed = [], [], [], []
+        # predict confirmed and lost tracks (one-hit tracks stay where they were seen, as in the reference)
+        pool = np.flatnonzero(self.confirmed)
+        if len(pool):
+            mean, cov = self.mean[pool], self.cov[pool]
+            for _ in range(min(steps, self.max_lost + 1)):
+                mean[self.state[pool] != TRACKED, 7] = 0.0  # a lost track keeps its height (reference)
+                mean, cov = kalman.multi_predict(mean, cov)
+            self.mean[pool], self.cov[pool] = mean, cov
+        match_t: list[np.ndarray] = []
+        match_d: list[np.ndarray] = []
 
-        # 1st association: every confirmed or lost track against the high-score boxes
-        cost = self._cost(pool, boxes[high], scores[high], self.fuse_score)
-        matches, u_track, u_high = assign(cost, self.match_thresh)
-        for ti, di in matches:
-            t = pool[ti]
-            was = t.state
-            t.update(boxes[high[di]], scores[high[di]], f, int(high[di]))
-            (activated if was == TRACKED else refound).append(t)
+        # 1st association: confirmed and lost tracks against the high-score boxes
+        r, c, u_pool, u_high = assign(self._cost(pool, boxes[high], scores[high], self.fuse_score), self.match_thresh)
+        match_t.append(pool[r])
+        match_d.append(high[c])
 
-        # 2nd association: tracks still unmatched (and being tracked) against the low-score boxes
-        remaining = [pool[i] for i in u_track if pool[i].state == TRACKED]
-        cost = self._cost(remaining, boxes[low], scores[low], False)
-        matches, u_rem, _ = assign(cost, 0.5)
-        for ti, di in matches:
-            remaining[ti].update(boxes[low[di]], scores[low[di]], f, int(low[di]))
-            activated.append(remaining[ti])
-        for i in u_rem:
-            remaining[i].state = LOST
-            lost_now.append(remaining[i])
+        # 2nd association: tracks still unmatched (and tracked until now) against the low-score boxes
+        remaining = pool[u_pool][self.state[pool[u_pool]] == TRACKED]
+        r, c, u_rem, _ = assign(self._cost(remaining, boxes[low], scores[low], False), LOW_MATCH)
+        match_t.append(remaining[r])
+        match_d.append(low[c])
+        went_lost = remaining[u_rem]
 
-        # unconfirmed (one-hit) tracks against the high boxes left over
+        # one-hit tracks against the high boxes left over; a one-hit track that misses is dropped
+        unconfirmed = np.flatnonzero(~self.confirmed)
         left = high[u_high]
-        cost = self._cost(unconfirmed, boxes[left], scores[left], self.fuse_score)
-        matches, u_unc, u_left = assign(cost, 0.7)
-        for ti, di in matches:
-            unconfirmed[ti].update(boxes[left[di]], scores[left[di]], f, int(left[di]))
-            activated.append(unconfirmed[ti])
-        for i in u_unc:
-            unconfirmed[i].state = REMOVED
-            removed.append(unconfirmed[i])
+        r, c, u_unc, u_left = assign(self._cost(unconfirmed, boxes[left], scores[left], self.fuse_score),
+                                     UNCONFIRMED_MATCH)
+        match_t.append(unconfirmed[r])
+        match_d.append(left[c])
+
+        # correct every matched track in one batched Kalman step
+        mt, md = np.concatenate(match_t), np.concatenate(match_d)
+        if len(mt):
+            self.mean[mt], self.cov[mt] = kalman.multi_update(self.mean[mt], self.cov[mt],
+                                                              kalman.xyxy_to_xyah(boxes[md]))
+            self.state[mt] = TRACKED
+            self.confirmed[mt] = True
+            self.score[mt], self.last[mt], self.det[mt] = scores[md], f, md
+        self.state[went_lost] = LOST
+
+        keep = np.ones(len(self.ids), bool)
+        keep[unconfirmed[u_unc]] = False
+        removed = (self.state == LOST) & (f - self.last > self.max_lost)
+        keep &= ~removed
 
         # new tracks from confident, unexplained boxes
-        for di in left[u_left]:
-            if scores[di] < self.new_thresh:
-                continue
-            t = _Track(boxes[di], float(scores[di]))
-            t.track_id, self._next_id = self._next_id, self._next_id + 1
-            t.state, t.frame, t.start, t.det_index = TRACKED, f, f, int(di)
-            t.activated = f == 1
-            activated.append(t)
+        fresh = left[u_left]
+        fresh = fresh[scores[fresh] >= self.new_thresh]
+        if len(fresh):
+            n = len(fresh)
+            mean, cov = kalman.initiate(kalman.xyxy_to_xyah(boxes[fresh]))
+            self.mean = np.concatenate([self.mean, mean])
+            self.cov = np.concatenate([self.cov, cov])
+            self.ids = np.concatenate([self.ids, np.arange(self._next_id, self._next_id + n, dtype=np.int64)])
+            self._next_id += n
+            self.state = np.concatenate([self.state, np.full(n, TRACKED, np.int8)])
+            self.confirmed = np.concatenate([self.confirmed, np.full(n, f == 1)])
+            self.score = np.concatenate([self.score, scores[fresh]])
+            self.last = np.concatenate([self.last, np.full(n, f, np.int64)])
+            self.start = np.concatenate([self.start, np.full(n, f, np.int64)])
+            self.det = np.concatenate([self.det, fresh])
+            keep = np.concatenate([keep, np.ones(n, bool)])
 
-        for t in self.lost:
-            if t.state == LOST and f - t.frame > self.max_lost:
-                t.state = REMOVED
-                removed.append(t)
+        keep &= ~self._duplicates(keep)
+        gone = ~keep & self.confirmed  # tracks that were shown and will never come back
+        removed_ids = self.ids[gone].tolist()
+        lost_ids = self.ids[went_lost][keep[went_lost]].tolist()
+        if not keep.all():
+            for name in ("mean", "cov", "ids", "state", "confirmed", "score", "last", "start", "det"):
+                setattr(self, name, getattr(self, name)[keep])
 
-        tracked = [t for t in self.tracked if t.state == TRACKED] + activated + refound
-        seen: set[int] = set()
-        self.tracked = [t for t in tracked if not (id(t) in seen or seen.add(id(t)))]
-        ids_tracked = {id(t) for t in self.tracked}
-        self.lost = [t for t in self.lost + lost_now if t.state == LOST and id(t) not in ids_tracked]
-        self._remove_duplicates()
-
-        out = [t for t in self.tracked if t.activated and t.frame == f]
+        out = np.flatnonzero((self.state == TRACKED) & self.confirmed & (self.last == f))
+        out = out[np.argsort(self.det[out], kind="stable")]
         return TrackResult(
-            track_ids=np.array([t.track_id for t in out], np.int64),
-            boxes=np.array([t.box() for t in out], np.float32).reshape(-1, 4),
-            det_index=np.array([t.det_index for t in out], np.int64),
-            removed_ids=[t.track_id for t in removed if t.track_id and t.activated],
+            track_ids=self.ids[out].copy(),
+            boxes=self._boxes(out).astype(np.float32),
+            det_index=self.det[out].copy(),
+            scores=self.score[out].astype(np.float32),
+            lost_ids=lost_ids,
+            removed_ids=removed_ids,
         )
 
-    def _remove_duplicates(self) -> None:
-        """A lost track overlapping a tracked one (IoU > 0.85) is the same face: keep the older of the two."""
-        if not self.tracked or not self.lost:
-            return
-        iou = iou_matrix(np.array([t.box() for t in self.tracked]), np.array([t.box() for t in self.lost]))
-        drop_t, drop_l = set(), set()
-        for i, j in zip(*np.nonzero(iou > 0.85)):
-            a, b = self.tracked[i], self.lost[j]
-            if a.frame - a.start > b.frame - b.start:
-                drop_l.add(j)
-            else:
-                drop_t.add(i)
-        self.tracked = [t for i, t in enumerate(self.tracked) if i not in drop_t]
-        self.lost = [t for j, t in enumerate(self.lost) if j not in drop_l]
+    def _duplicates(self, alive: np.ndarray) -> np.ndarray:
+        """Mask of tracks to drop: of a tracked and a lost track overlapping past DUPLICATE_IOU, the younger."""
+        drop = np.zeros(len(self.ids), bool)
+        tracked = np.flatnonzero(alive & (self.state == TRACKED))
+        lost = np.flatnonzero(alive & (self.state == LOST))
+        if not len(tracked) or not len(lost):
+            return drop
+        i, j = np.nonzero(iou_matrix(self._boxes(tracked), self._boxes(lost)) > DUPLICATE_IOU)
+        t, lo = tracked[i], lost[j]
+        age_t = self.last[t] - self.start[t]
+        age_l = self.last[lo] - self.start[lo]
+        drop[lo[age_t > age_l]] = True
+        drop[t[age_t <= age_l]] = True
+        return drop
