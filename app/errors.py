@@ -5,3 +5,4 @@ class FacestreamError(RuntimeError):
     """A problem the user can fix; the message names the problem and the fix."""
 
     exit_code = 2
+    user_facing = True  # the process runtime reports it as its one line, without a traceback

@@ -4,6 +4,8 @@
 class EngineError(RuntimeError):
     """Base class: a user-facing, one-line error from the inference core."""
 
+    user_facing = True
+
 
 class ModelFileError(EngineError):
     """A model file is missing, corrupt or of the wrong kind."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from app.errors import FacestreamError
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging("DEBUG" if args.debug else "INFO")
+    if args.debug:
+        os.environ["FACESTREAM_DEBUG"] = "1"  # stage processes print tracebacks too
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -166,5 +166,6 @@ def run_local(settings: Settings, args, present: Present | None = None, stages=N
         present.close(ok=ok)
         source.close()
         identify.close()
-    log.info("processed %d frames in one process", index)
+    log.info("processed %d frames in one process; ms per frame: %s", index,
+             ", ".join(f"{k} {watch.busy[k] / max(watch.count[k], 1) * 1000:.2f}" for k in watch.busy))
     return 0

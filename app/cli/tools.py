@@ -106,8 +106,11 @@ def compare_backends(settings, images: list, a: BackendSpec, b: BackendSpec) -> 
     """Cosine between two backends' embeddings of the same aligned faces (detected once, ONNX Runtime on CPU).
 
     ``images``: paths, or (name, BGR array) pairs."""
+    from dataclasses import replace
+
     from engines.align import align_faces
 
+    settings = replace(settings, strict_gpu=False)  # both sides are named explicitly, the reference may be a CPU
     detector = _analyzer(settings, BackendSpec("onnxruntime", "cpu"), det_backend="onnxruntime").detector
     crops, names = [], []
     for item in images:

@@ -181,7 +181,7 @@ def _on_sigterm(signum, frame):
 
 
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
+    text = str(exc).strip() if getattr(exc, "user_facing", False) else f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -242,7 +242,8 @@ def _child_main(args: _ChildArgs) -> None:
         code = 0 if e.code in (0, None) else e.code if isinstance(e.code, int) else 1
     except BaseException as e:  # noqa: BLE001 - report anything, then fail the stage
         row.status(FAILED, _one_line(e))
-        traceback.print_exc()
+        if not getattr(e, "user_facing", False) or os.environ.get("FACESTREAM_DEBUG"):
+            traceback.print_exc()  # a bug: the whole story; a user-facing error is reported as its one line
         code = 1
     finally:
         if ctx is not None:

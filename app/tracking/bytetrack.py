@@ -16,6 +16,14 @@ Reference semantics (ByteTrack's ``BYTETracker``, MOT17 settings):
   (``int(fps / 30 * track_buffer)``), is removed; a lost track overlapping a tracked one (IoU > 0.85)
   is a duplicate and the younger of the two goes.
 
+Two departures, both deliberate: a track unseen for exactly ``max_lost`` frames can still be matched,
+one more cannot (the reference, by the order it updates its lists, lets a removed track be matched one
+frame longer); and IoU is computed on continuous coordinates, without the reference's +1 pixel. With
+those two aligned, this tracker gives the reference's ids and boxes frame for frame.
+
+One addition: ``update`` takes the frame's index in the source, so frames dropped upstream (a live
+source under load) still count as elapsed time for the motion model and the buffer.
+
 Fusing the score is the reference's default (it is switched off only for MOT20's dense crowds); faces
 in a frame are few and rarely overlap, so the stricter match for weak boxes costs nothing and keeps a
 passer-by's weak box from stealing a track.
@@ -58,12 +66,11 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, M) IoU between x1y1x2y2 boxes ``a`` (N, 4) and ``b`` (M, 4)."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
+    wh = np.maximum(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0.0)
     inter = wh[..., 0] * wh[..., 1]
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    size_a = np.maximum(a[:, 2:] - a[:, :2], 0.0)
+    size_b = np.maximum(b[:, 2:] - b[:, :2], 0.0)
+    area_a, area_b = size_a[:, 0] * size_a[:, 1], size_b[:, 0] * size_b[:, 1]
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
@@ -116,11 +123,9 @@ class ByteTracker:
         """Tracks alive: tracked, unconfirmed or lost."""
         return len(self.ids)
 
-    def _boxes(self, rows: np.ndarray) -> np.ndarray:
-        return kalman.xyah_to_xyxy(self.mean[rows, :4])
-
-    def _cost(self, rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray, fuse: bool) -> np.ndarray:
-        iou = iou_matrix(self._boxes(rows), boxes)
+    @staticmethod
+    def _cost(track_boxes: np.ndarray, boxes: np.ndarray, scores: np.ndarray, fuse: bool) -> np.ndarray:
+        iou = iou_matrix(track_boxes, boxes)
         return 1.0 - (iou * scores[None, :] if fuse else iou)
 
     def _steps(self, frame_index: int | None) -> int:
@@ -145,6 +150,12 @@ class ByteTracker:
         high = np.flatnonzero(scores > self.track_thresh)
         low = np.flatnonzero((scores > self.low_thresh) & (scores < self.track_thresh))
 
+        # lost tracks whose buffer ran out during frames never given to update (dropped upstream)
+        expired = (self.state == LOST) & (f - self.last > self.max_lost + 1)
+        removed_ids = self.ids[expired].tolist()
+        if removed_ids:
+            self._keep(~expired)
+
         # predict confirmed and lost tracks (one-hit tracks stay where they were seen, as in the reference)
         pool = np.flatnonzero(self.confirmed)
         if len(pool):
@@ -153,17 +164,19 @@ class ByteTracker:
                 mean[self.state[pool] != TRACKED, 7] = 0.0  # a lost track keeps its height (reference)
                 mean, cov = kalman.multi_predict(mean, cov)
             self.mean[pool], self.cov[pool] = mean, cov
+        tb = kalman.xyah_to_xyxy(self.mean[:, :4])  # every track's box for this frame, before correction
         match_t: list[np.ndarray] = []
         match_d: list[np.ndarray] = []
 
         # 1st association: confirmed and lost tracks against the high-score boxes
-        r, c, u_pool, u_high = assign(self._cost(pool, boxes[high], scores[high], self.fuse_score), self.match_thresh)
+        cost = self._cost(tb[pool], boxes[high], scores[high], self.fuse_score)
+        r, c, u_pool, u_high = assign(cost, self.match_thresh)
         match_t.append(pool[r])
         match_d.append(high[c])
 
         # 2nd association: tracks still unmatched (and tracked until now) against the low-score boxes
         remaining = pool[u_pool][self.state[pool[u_pool]] == TRACKED]
-        r, c, u_rem, _ = assign(self._cost(remaining, boxes[low], scores[low], False), LOW_MATCH)
+        r, c, u_rem, _ = assign(self._cost(tb[remaining], boxes[low], scores[low], False), LOW_MATCH)
         match_t.append(remaining[r])
         match_d.append(low[c])
         went_lost = remaining[u_rem]
@@ -171,7 +184,7 @@ class ByteTracker:
         # one-hit tracks against the high boxes left over; a one-hit track that misses is dropped
         unconfirmed = np.flatnonzero(~self.confirmed)
         left = high[u_high]
-        r, c, u_unc, u_left = assign(self._cost(unconfirmed, boxes[left], scores[left], self.fuse_score),
+        r, c, u_unc, u_left = assign(self._cost(tb[unconfirmed], boxes[left], scores[left], self.fuse_score),
                                      UNCONFIRMED_MATCH)
         match_t.append(unconfirmed[r])
         match_d.append(left[c])
@@ -209,33 +222,38 @@ class ByteTracker:
             self.det = np.concatenate([self.det, fresh])
             keep = np.concatenate([keep, np.ones(n, bool)])
 
-        keep &= ~self._duplicates(keep)
+        tb = kalman.xyah_to_xyxy(self.mean[:, :4])
+        keep &= ~self._duplicates(keep, tb)
         gone = ~keep & self.confirmed  # tracks that were shown and will never come back
-        removed_ids = self.ids[gone].tolist()
+        removed_ids += self.ids[gone].tolist()
         lost_ids = self.ids[went_lost][keep[went_lost]].tolist()
         if not keep.all():
-            for name in ("mean", "cov", "ids", "state", "confirmed", "score", "last", "start", "det"):
-                setattr(self, name, getattr(self, name)[keep])
+            self._keep(keep)
+            tb = tb[keep]
 
         out = np.flatnonzero((self.state == TRACKED) & self.confirmed & (self.last == f))
         out = out[np.argsort(self.det[out], kind="stable")]
         return TrackResult(
             track_ids=self.ids[out].copy(),
-            boxes=self._boxes(out).astype(np.float32),
+            boxes=tb[out].astype(np.float32),
             det_index=self.det[out].copy(),
             scores=self.score[out].astype(np.float32),
             lost_ids=lost_ids,
             removed_ids=removed_ids,
         )
 
-    def _duplicates(self, alive: np.ndarray) -> np.ndarray:
+    def _keep(self, keep: np.ndarray) -> None:
+        for name in ("mean", "cov", "ids", "state", "confirmed", "score", "last", "start", "det"):
+            setattr(self, name, getattr(self, name)[keep])
+
+    def _duplicates(self, alive: np.ndarray, tb: np.ndarray) -> np.ndarray:
         """Mask of tracks to drop: of a tracked and a lost track overlapping past DUPLICATE_IOU, the younger."""
         drop = np.zeros(len(self.ids), bool)
         tracked = np.flatnonzero(alive & (self.state == TRACKED))
         lost = np.flatnonzero(alive & (self.state == LOST))
         if not len(tracked) or not len(lost):
             return drop
-        i, j = np.nonzero(iou_matrix(self._boxes(tracked), self._boxes(lost)) > DUPLICATE_IOU)
+        i, j = np.nonzero(iou_matrix(tb[tracked], tb[lost]) > DUPLICATE_IOU)
         t, lo = tracked[i], lost[j]
         age_t = self.last[t] - self.start[t]
         age_l = self.last[lo] - self.start[lo]

@@ -1,35 +1,40 @@
 """One identity per track: a running (EMA) embedding that decides when to ask the gallery, and a vote over
 the track's recent answers that decides the name shown.
 
-Asking only when a track is new, when its embedding has drifted, or at a slow refresh keeps gallery
-queries to a few per track instead of one per face per frame; voting keeps one bad frame (blur,
-profile) from flipping a name, while a consistent change still wins after a few answers.
+Asking only when a track is new, when its embedding has drifted from the one last asked about, or at a
+slow refresh keeps gallery queries to a few per track instead of one per face per frame; the refresh
+still re-checks a steady face now and then, so a name is never fixed for good. Voting keeps one bad
+frame (blur, profile) from flipping a name, while a consistent change still wins after a few answers.
+
+The embed+track stage uses ``update`` (which tracks to query) and the gallery stage ``record``/``label``
+(the vote); each may keep its own instance, since ``record`` works for a track ``update`` never saw.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-UNKNOWN_WEIGHT = 0.3  # weight of an "unknown" answer in the vote, about a typical match threshold
-
 
 @dataclass
 class Label:
-    name: str | None  # None: unknown
+    """The name shown for a track: the vote's winner (``name`` None: unknown)."""
+
+    name: str | None
     person_id: str | None
-    score: float  # similarity shown: the winner's latest score
-    votes: int  # answers behind the winner
+    score: float  # similarity shown: the winner's latest score (0.0 when unknown)
+    votes: int  # answers behind the winner (0: no answer yet)
 
 
 @dataclass
 class _State:
-    ema: np.ndarray
-    queried: np.ndarray | None = None  # the EMA embedding sent with the last query
-    since_query: int = 0
-    answers: deque = field(default_factory=lambda: deque(maxlen=10))  # (person_id, name, score)
+    ema: np.ndarray | None = None  # running embedding, unit length (None until update() sees the track)
+    queried: np.ndarray | None = None  # the running embedding as it was when last sent to the gallery
+    since_query: int = 0  # updates since then
+    answers: deque = field(default_factory=deque)  # recent (person_id, name, score)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -37,66 +42,112 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 class TrackIdentities:
+    """Per-track running embedding, query schedule and name vote.
+
+    ``alpha``: weight of the history in the running embedding (0.9: each frame adds 10 %).
+    ``drift_threshold``: cosine distance between the running embedding and the one last queried that
+    calls for a new query. ``refresh_frames``: a track seen this many times since its last query is
+    queried again anyway. ``max_votes``: answers kept per track for the vote. ``min_score``: an answer
+    scoring below it counts as unknown. ``unknown_weight``: the weight of an unknown answer in the vote,
+    where a known answer weighs its similarity; about a typical match threshold, so a weak match does
+    not outvote as many unknowns.
+    """
+
     def __init__(self, drift_threshold: float = 0.15, refresh_frames: int = 30, alpha: float = 0.9,
-                 max_votes: int = 10) -> None:
+                 max_votes: int = 10, min_score: float = 0.0, unknown_weight: float = 0.3) -> None:
         self.drift_threshold = drift_threshold
-        self.refresh_frames = refresh_frames
+        self.refresh_frames = max(1, refresh_frames)
         self.alpha = alpha
         self.max_votes = max_votes
+        self.min_score = min_score
+        self.unknown_weight = unknown_weight
         self.tracks: dict[int, _State] = {}
 
+    def _state(self, track_id: int) -> _State:
+        st = self.tracks.get(track_id)
+        if st is None:
+            st = self.tracks[track_id] = _State(answers=deque(maxlen=self.max_votes))
+        return st
+
     # -- the embed+track side --------------------------------------------------------------------------
-    def update(self, track_ids: np.ndarray, embeddings: np.ndarray) -> list[int]:
-        """Fold this frame's embeddings into each track's EMA; return the tracks due for a gallery query."""
+    def update(self, track_ids: Iterable[int] | np.ndarray, embeddings: np.ndarray) -> list[int]:
+        """Fold this frame's embeddings (one row per track id) into each track's running embedding.
+
+        Returns the track ids due for a gallery query now: new, drifted, or due their refresh. A track
+        returned is taken as queried (its current running embedding is what ``embedding`` gives).
+        """
         due = []
-        for tid, emb in zip(np.asarray(track_ids).tolist(), np.asarray(embeddings, np.float32)):
-            st = self.tracks.get(tid)
-            if st is None:
-                st = self.tracks[tid] = _State(_unit(emb.astype(np.float32)),
-                                               answers=deque(maxlen=self.max_votes))
+        track_ids = np.asarray(track_ids).tolist()
+        embeddings = np.asarray(embeddings, np.float32)
+        if len(track_ids) != len(embeddings):
+            raise ValueError(f"{len(track_ids)} track ids but {len(embeddings)} embeddings")
+        for tid, emb in zip(track_ids, embeddings):
+            st = self._state(tid)
+            if st.ema is None:
+                st.ema = _unit(emb)
             else:
-                st.ema = _unit(self.alpha * st.ema + (1 - self.alpha) * emb)
+                st.ema = _unit(self.alpha * st.ema + (1 - self.alpha) * _unit(emb))
                 st.since_query += 1
-            if (st.queried is None or 1.0 - float(st.ema @ st.queried) > self.drift_threshold
-                    or st.since_query >= self.refresh_frames):
+            if self._due(st):
                 st.queried = st.ema.copy()
                 st.since_query = 0
                 due.append(tid)
         return due
 
+    def _due(self, st: _State) -> bool:
+        return (st.queried is None or st.since_query >= self.refresh_frames
+                or 1.0 - float(st.ema @ st.queried) > self.drift_threshold)
+
+    def due_for_query(self, track_ids: Iterable[int]) -> list[int]:
+        """Which of these tracks would be due, without changing anything (unknown ones are due)."""
+        out = []
+        for tid in track_ids:
+            st = self.tracks.get(int(tid))
+            if st is None or st.ema is None or self._due(st):
+                out.append(int(tid))
+        return out
+
     def similarity(self, track_id: int, embedding: np.ndarray) -> float | None:
-        """Cosine of ``embedding`` to the track's running embedding (None for a track not seen yet)."""
+        """Cosine of a unit ``embedding`` to the track's running embedding (None for a track not seen yet)."""
         st = self.tracks.get(track_id)
-        return None if st is None or st.ema.size == 0 else float(st.ema @ embedding)
+        return None if st is None or st.ema is None else float(st.ema @ embedding)
 
     def embedding(self, track_id: int) -> np.ndarray:
-        return self.tracks[track_id].ema
+        """The track's running embedding, unit length (KeyError for a track ``update`` never saw)."""
+        st = self.tracks[track_id]
+        if st.ema is None:
+            raise KeyError(track_id)
+        return st.ema
 
     # -- the gallery side ------------------------------------------------------------------------------
     def record(self, track_id: int, person_id: str | None, name: str | None, score: float) -> None:
-        """Remember one gallery answer for a track (person_id None: nobody above the threshold)."""
-        st = self.tracks.get(track_id)
-        if st is None:
-            st = self.tracks[track_id] = _State(np.zeros(0, np.float32), answers=deque(maxlen=self.max_votes))
-        st.answers.append((person_id, name, float(score)))
+        """Remember one gallery answer for a track (person_id None: nobody above the gallery's threshold)."""
+        self._state(int(track_id)).answers.append((person_id, name, float(score)))
 
-    def label(self, track_id: int) -> Label | None:
-        """The vote over the track's recent answers (None before any answer)."""
+    def label(self, track_id: int) -> Label:
+        """The vote over the track's recent answers, each known answer weighted by its similarity."""
         st = self.tracks.get(track_id)
         if st is None or not st.answers:
-            return None
+            return Label(None, None, 0.0, 0)
         weight: dict[str | None, float] = {}
         count: dict[str | None, int] = {}
         latest: dict[str | None, tuple[str | None, float]] = {}
         for pid, name, score in st.answers:
-            weight[pid] = weight.get(pid, 0.0) + (UNKNOWN_WEIGHT if pid is None else max(score, 0.0))
+            if pid is not None and score < self.min_score:
+                pid = None
+            weight[pid] = weight.get(pid, 0.0) + (self.unknown_weight if pid is None else score)
             count[pid] = count.get(pid, 0) + 1
             latest[pid] = (name, score)
         winner = max(weight, key=lambda k: (weight[k], count[k]))
+        if winner is None:
+            return Label(None, None, 0.0, count[None])
         name, score = latest[winner]
-        return Label(name if winner is not None else None, winner, score if winner is not None else 0.0,
-                     count[winner])
+        return Label(name, winner, score, count[winner])
 
-    def forget(self, track_ids) -> None:
+    def forget(self, track_ids: Iterable[int]) -> None:
+        """Drop removed tracks; an id not held is ignored."""
         for tid in track_ids:
             self.tracks.pop(int(tid), None)
+
+    def __len__(self) -> int:
+        return len(self.tracks)

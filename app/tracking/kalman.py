@@ -22,17 +22,23 @@ GATE_2 = 5.9915
 def xyxy_to_xyah(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) x1y1x2y2 boxes to (N, 4) centre x, centre y, aspect (w/h), height."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    out = np.empty_like(boxes)
     w = boxes[:, 2] - boxes[:, 0]
     h = np.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
-    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w / h, h], axis=1)
+    out[:, 0] = boxes[:, 0] + w / 2
+    out[:, 1] = boxes[:, 1] + h / 2
+    out[:, 2] = w / h
+    out[:, 3] = h
+    return out
 
 
 def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     """(N, 4) centre x, centre y, aspect, height to (N, 4) x1y1x2y2 boxes."""
     xyah = np.asarray(xyah, np.float64).reshape(-1, 4)
-    h = xyah[:, 3]
-    w = xyah[:, 2] * h
-    return np.stack([xyah[:, 0] - w / 2, xyah[:, 1] - h / 2, xyah[:, 0] + w / 2, xyah[:, 1] + h / 2], axis=1)
+    half = np.empty((len(xyah), 2))
+    half[:, 1] = xyah[:, 3] / 2
+    half[:, 0] = xyah[:, 2] * half[:, 1]
+    return np.concatenate([xyah[:, :2] - half, xyah[:, :2] + half], axis=1)
 
 
 def _diag(std: np.ndarray) -> np.ndarray:

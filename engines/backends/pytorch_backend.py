@@ -79,17 +79,31 @@ class PyTorchBackend(Backend):
             self._graphs[shape] = entry
         return entry
 
+    @staticmethod
+    def bucket(n: int) -> int:
+        """Batch sizes are padded to the next power of two, so a few CUDA graphs serve every batch."""
+        return 1 << max(0, (n - 1).bit_length())
+
     def forward_tensor(self, x):
         """Run on a torch tensor already on the device (the GPU path keeps data there); returns tensors."""
         with self.torch.inference_mode():
             if self.cuda_graphs:
-                graph, static_in, static_out = self._graph_for(tuple(x.shape))
-                static_in.copy_(x)
+                n = x.shape[0]
+                shape = (self.bucket(n), *x.shape[1:])
+                graph, static_in, static_out = self._graph_for(shape)
+                static_in[:n].copy_(x)
                 graph.replay()
                 out = static_out
-            else:
-                out = self.module(self._prepare(x))
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                return tuple(o[:n] for o in outs)
+            out = self.module(self._prepare(x))
         return out if isinstance(out, (tuple, list)) else (out,)
+
+    def warmup(self, shapes: list[tuple[int, ...]]) -> None:
+        """Capture the graphs (and load the kernels) for these input shapes now, not on the first frames."""
+        if self.cuda_graphs:
+            for shape in shapes:
+                self._graph_for((self.bucket(shape[0]), *shape[1:]))
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         x = self.torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
