@@ -92,6 +92,7 @@ class DetectStage(_Wrapper):
         from app.stages.detect import Detect, stage_threads
 
         self.detect = Detect(self.settings, threads=stage_threads(self.settings))
+        self.detect.warmup(self.settings.det_size)
         log.info("detector: %s %s", self.settings.detector_model, self.detect.backend.describe())
 
     def process(self, rec: Record, ctx: StageContext) -> Record | None:
@@ -142,6 +143,7 @@ class EmbedTrackStage(_Wrapper):
         from app.stages.embed_track import EmbedTrack
 
         self.embed = EmbedTrack(self.settings, self.fps, threads=stage_threads(self.settings))
+        self.embed.warmup()
         log.info("embedder: %s %s", self.settings.embedder_model, self.embed.backend.describe())
 
     def process(self, rec: Record, ctx: StageContext) -> Record:

@@ -47,6 +47,11 @@ class Detect:
     def backend(self):
         return self.detector.backend
 
+    def warmup(self, size: int) -> None:
+        """Load kernels and capture CUDA graphs before the first frame (a no-op for CPU backends)."""
+        if hasattr(self.backend, "warmup"):
+            self.backend.warmup([(1, 3, size, size)])
+
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
         return self.infer(*self.preprocess(frames))
 

@@ -38,6 +38,15 @@ class EmbedTrack:
     def backend(self):
         return self.embedder.backend
 
+    def warmup(self) -> None:
+        """Capture the CUDA graph of every batch bucket up to EMBED_BATCH before the first frame."""
+        if hasattr(self.backend, "warmup"):
+            sizes, b = [], 1
+            while b <= self.settings.embed_batch:
+                sizes.append((b, 3, 112, 112))
+                b *= 2
+            self.backend.warmup(sizes)
+
     def _for_stream(self, stream: int) -> tuple[ByteTracker, TrackIdentities]:
         if stream not in self.trackers:
             s = self.settings

@@ -1,0 +1,9 @@
+"""The CUDA fast path in PyTorch: module preparation (BN folding, FP16, channels_last, CUDA graphs) and
+GPU-resident detector and embedder pipelines that copy only final small arrays back to the host.
+
+Importing this package imports torch; nothing touches CUDA until a pipeline is built on a CUDA device.
+"""
+
+from engines.gpu.optimize import FastModule, GraphedCallable, count_macs, fold_batchnorm, prepare_module
+
+__all__ = ["FastModule", "GraphedCallable", "count_macs", "fold_batchnorm", "prepare_module"]

@@ -1,0 +1,288 @@
+"""RetinaFace MobileNet-0.25 with every step on the GPU: only the final faces come back to the host.
+
+Per batch of same-sized frames: one upload of the uint8 frames (from a pinned host buffer,
+asynchronous), then one CUDA graph that does letterbox resize (bilinear, as cv2.INTER_LINEAR),
+BGR mean subtraction into a preallocated zero-padded FP16 channels_last input, the network, the
+top-K candidates per frame and their prior-box decoding. Outside the graph (the sizes depend on the
+data): the threshold, NMS (torchvision's CUDA kernel, else a vectorised torch one) and the mapping
+back to original pixels; one device-to-host copy of the (faces, 16) result. Results follow the numpy
+adapter ``engines.detectors.retinaface.RetinaFace``: same letterbox, priors, thresholds and order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engines.detectors.base import PRE_NMS_TOPK, _parse_size, round_up
+from engines.detectors.retinaface import MEAN_BGR, VARIANCES, prior_boxes
+from engines.gpu.optimize import GraphedCallable, prepare_module
+from engines.letterbox import LetterboxInfo, letterbox_info
+from engines.types import Detections
+
+#: candidates kept per frame inside the graph; a frame with more over the threshold is redone eagerly
+GRAPH_TOPK = 1024
+
+
+def _torchvision_nms():
+    try:
+        from torchvision.ops import batched_nms
+    except Exception:  # not installed, or built for another torch
+        return None
+    return batched_nms
+
+
+def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS on the device without a per-box Python loop; same rule as ``engines.nms.nms``
+    (suppress when IoU > threshold with a kept, higher-scoring box; equal scores keep input order).
+
+    Greedy NMS is the unique solution of ``keep[j] = not any(keep[i] and S[i, j] for i before j)``
+    with ``S`` the upper-triangular overlap matrix; iterating that equation from all-kept fixes at
+    least one more leading box per step and usually converges in 2-4 steps.
+    """
+    n = len(boxes)
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    b = boxes[order].float()
+    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area[:, None] + area[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+    over = torch.triu(iou > iou_threshold, diagonal=1).to(torch.float32)
+    keep = torch.ones(n, dtype=torch.float32, device=b.device)
+    for _ in range(n):
+        new = ((keep @ over) == 0).to(torch.float32)
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return order[keep.bool()]
+
+
+def batched_nms_torch(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
+                      iou_threshold: float) -> torch.Tensor:
+    """NMS within each group at once: boxes of different groups are shifted apart so they never overlap.
+    Returns kept indices, highest score first."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    span = boxes.max() - boxes.min() + 1
+    return nms_torch(boxes + (groups.to(boxes.dtype) * span)[:, None], scores, iou_threshold)
+
+
+class GpuRetinaFace:
+    """RetinaFace on one CUDA device. ``detect``/``detect_batch`` take uint8 BGR numpy frames,
+    ``detect_tensor`` takes (B, H, W, 3) uint8 frames already on the device. Arguments mean what they
+    mean in ``FaceDetectorAdapter`` (``input_size`` None: each frame at its own size rounded up to 32).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        device: str = "cuda",
+        input_size: int | tuple[int, int] | None = (640, 640),
+        score_threshold: float = 0.5,
+        nms_threshold: float = 0.4,
+        max_faces: int | None = None,
+        precision: str = "fp16",
+        compile_mode: str | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        if precision not in ("fp16", "fp32"):
+            raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.input_size = _parse_size(input_size)
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.max_faces = max_faces
+        on_cuda = self.device.type == "cuda"
+        self.net = prepare_module(net, self.device, self.dtype, channels_last=on_cuda, compile_mode=compile_mode)
+        self.channels_last = on_cuda
+        self._mean = torch.tensor(MEAN_BGR, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
+        self._graphs = GraphedCallable(self._forward, enabled=cuda_graphs and on_cuda)
+        self._plans: dict[tuple[int, int, int], dict] = {}
+        self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
+        self._batched_nms = _torchvision_nms()
+
+    @classmethod
+    def from_checkpoint(cls, pth_path: str | Path, **kwargs) -> GpuRetinaFace:
+        from engines.detectors.retinaface_net import load_retinaface
+
+        return cls(load_retinaface(pth_path), **kwargs)
+
+    @property
+    def nms_impl(self) -> str:
+        return "torchvision" if self._batched_nms is not None else "torch"
+
+    # -- per-size plan: letterbox, priors, padded input ------------------------------------------
+    def _plan(self, batch: int, h: int, w: int) -> dict:
+        key = (batch, h, w)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        if self.input_size is None:
+            size = (round_up(h), round_up(w))
+            info = letterbox_info((h, w), size, scale=1.0)
+        else:
+            size = self.input_size
+            info = letterbox_info((h, w), size)
+        centres, sizes = prior_boxes(*size)
+        padded = torch.zeros((batch, 3, *size), dtype=self.dtype, device=self.device)
+        if self.channels_last:
+            padded = padded.contiguous(memory_format=torch.channels_last)
+        plan = self._plans[key] = {
+            "info": info,
+            "padded": padded,  # written inside the graph; the padding stays 0 (= mean after subtraction)
+            "centres": torch.from_numpy(centres).to(self.device),
+            "sizes": torch.from_numpy(sizes).to(self.device),
+            "k": min(GRAPH_TOPK, len(centres)),
+            "offset": torch.tensor([info.pad_x, info.pad_y], dtype=torch.float32, device=self.device),
+            "inv_scale": torch.tensor([1 / info.scale_x, 1 / info.scale_y], dtype=torch.float32, device=self.device),
+        }
+        return plan
+
+    def _forward(self, frames: torch.Tensor):
+        """The captured part: (B, H0, W0, 3) uint8 → per-frame top-K (scores, boxes, points) in input pixels."""
+        b, h, w, _ = frames.shape
+        plan = self._plans[(b, h, w)]
+        info: LetterboxInfo = plan["info"]
+        nw, nh = info.resized_size
+        x = frames.permute(0, 3, 1, 2).float()
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False).round_()
+        x = x[:, :, : info.input_h, : info.input_w]  # a forced scale 1 never overflows; kept for safety
+        plan["padded"][:, :, : x.shape[2], : x.shape[3]] = x - self._mean
+        loc, conf, landms = self.net(plan["padded"])
+        scores = conf[..., 1].float()
+        top, idx = scores.topk(plan["k"], dim=1)
+        return (top, *self._decode(loc, landms, idx, plan), scores, loc, landms)
+
+    @staticmethod
+    def _decode(loc: torch.Tensor, landms: torch.Tensor, idx: torch.Tensor, plan: dict):
+        """Boxes (B, K, 4) and landmarks (B, K, 5, 2) for prior indices ``idx`` (B, K)."""
+        b, k = idx.shape
+        flat = idx.reshape(-1)
+        c = plan["centres"].index_select(0, flat).reshape(b, k, 2)
+        s = plan["sizes"].index_select(0, flat).reshape(b, k, 2)
+        vs = s * VARIANCES[0]
+        lo = loc.gather(1, idx[..., None].expand(b, k, 4)).float()
+        lm = landms.gather(1, idx[..., None].expand(b, k, 10)).float().reshape(b, k, 5, 2)
+        xy = c + lo[..., :2] * vs
+        half = s * torch.exp(lo[..., 2:] * VARIANCES[1]) * 0.5
+        boxes = torch.cat([xy - half, xy + half], dim=-1)
+        points = c[:, :, None, :] + lm * vs[:, :, None, :]
+        return boxes, points
+
+    # -- host side --------------------------------------------------------------------------------
+    def host_buffer(self, batch: int, height: int, width: int) -> np.ndarray:
+        """A pinned (page-locked) uint8 (batch, height, width, 3) array: decode frames straight into it
+        and ``detect_batch`` uploads it without the extra host copy."""
+        key = (batch, height, width, 3)
+        buf = self._pinned.get(key)
+        if buf is None:
+            buf = torch.empty(key, dtype=torch.uint8, pin_memory=self.device.type == "cuda")
+            self._pinned[key] = buf
+        return buf.numpy()
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        return self.detect_batch([frame])[0]
+
+    def detect_batch(self, frames: list[np.ndarray] | np.ndarray) -> list[Detections]:
+        """Faces in each uint8 BGR (H, W, 3) frame, in that frame's pixels. Frames of one size share one
+        upload and one graph replay; mixed sizes are grouped by size."""
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            return self._detect_same_size(frames)
+        frames = list(frames)
+        if not frames:
+            return []
+        for f in frames:
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                raise ValueError(f"detector expects uint8 BGR images (H, W, 3), got {f.dtype} {f.shape}")
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, f in enumerate(frames):
+            groups.setdefault(f.shape[:2], []).append(i)
+        results: list[Detections | None] = [None] * len(frames)
+        for idx in groups.values():
+            h, w = frames[idx[0]].shape[:2]
+            buf = self.host_buffer(len(idx), h, w)
+            for j, i in enumerate(idx):
+                buf[j] = frames[i]
+            for i, det in zip(idx, self._detect_same_size(buf)):
+                results[i] = det
+        return results  # type: ignore[return-value]
+
+    def _detect_same_size(self, frames: np.ndarray) -> list[Detections]:
+        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"detector expects uint8 BGR frames (B, H, W, 3), got {frames.dtype} {frames.shape}")
+        b, h, w, _ = frames.shape
+        pinned = self._pinned.get(frames.shape)
+        if pinned is None or pinned.data_ptr() != frames.ctypes.data:
+            np.copyto(self.host_buffer(b, h, w), frames)
+            pinned = self._pinned[frames.shape]
+        if not self._graphs.enabled:
+            return self.detect_tensor(pinned.to(self.device))
+        plan = self._plan(b, h, w)
+        (static,) = self._graphs.static_inputs(torch.empty(frames.shape, dtype=torch.uint8, device=self.device))
+        static.copy_(pinned, non_blocking=True)  # the upload lands in the graph's own input: no device copy
+        return self._finish(self._graphs.replay(static), plan)
+
+    def detect_tensor(self, frames: torch.Tensor) -> list[Detections]:
+        """Faces in (B, H, W, 3) uint8 BGR frames on the device (or one (H, W, 3) frame)."""
+        if frames.dim() == 3:
+            frames = frames[None]
+        b, h, w, _ = frames.shape
+        plan = self._plan(b, h, w)
+        if self._graphs.enabled:
+            return self._finish(self._graphs(frames), plan)
+        with torch.inference_mode():
+            return self._finish(self._forward(frames.to(self.device)), plan)
+
+    def _finish(self, outputs, plan) -> list[Detections]:
+        """Threshold, NMS and mapping to original pixels; one copy of the result to the host."""
+        top, boxes, points, scores, loc, landms = outputs
+        b, k = top.shape
+        counts = (top >= self.score_threshold).sum(1).tolist()  # sync: candidates per frame (a prefix of top-K)
+        limit = min(PRE_NMS_TOPK, scores.shape[1])
+        if max(counts) >= k and k < limit:  # more candidates than the graph kept: redo this batch eagerly
+            with torch.inference_mode():
+                top, idx = scores.topk(limit, dim=1)
+                boxes, points = self._decode(loc, landms, idx, plan)
+            k = limit
+            counts = (top >= self.score_threshold).sum(1).tolist()
+        flat = np.concatenate([i * k + np.arange(c) for i, c in enumerate(counts)])
+        index = torch.from_numpy(np.stack([flat, np.repeat(np.arange(b), counts)])).to(self.device)
+        cand_scores = top.reshape(-1).index_select(0, index[0])
+        cand_boxes = boxes.reshape(-1, 4).index_select(0, index[0])
+        cand_points = points.reshape(-1, 5, 2).index_select(0, index[0])
+        groups = index[1]
+        nms = self._batched_nms or batched_nms_torch
+        keep = nms(cand_boxes, cand_scores, groups, self.nms_threshold)  # highest score first
+        keep = keep[torch.sort(groups[keep], stable=True).indices]  # by frame, each frame by score
+        g = groups[keep]
+        if self.max_faces is not None:
+            rank = torch.arange(len(g), device=g.device) - torch.searchsorted(g, g)
+            keep, g = keep[rank < self.max_faces], g[rank < self.max_faces]
+        info: LetterboxInfo = plan["info"]
+        off, inv = plan["offset"], plan["inv_scale"]
+        bx = ((cand_boxes[keep].reshape(-1, 2, 2) - off) * inv).reshape(-1, 4)
+        bx[:, 0::2] = bx[:, 0::2].clamp(0, info.orig_w)
+        bx[:, 1::2] = bx[:, 1::2].clamp(0, info.orig_h)
+        pts = ((cand_points[keep] - off) * inv).reshape(-1, 10)
+        packed = torch.cat([bx, cand_scores[keep, None], pts, g[:, None].float()], dim=1).cpu().numpy()
+        bounds = np.searchsorted(packed[:, 15], np.arange(b + 1) - 0.5)
+        return [
+            Detections(packed[s:e, :4], packed[s:e, 4], packed[s:e, 5:15].reshape(-1, 5, 2))
+            for s, e in zip(bounds[:-1], bounds[1:])
+        ]
+
+    def close(self) -> None:
+        self._graphs.reset()
+        self._plans.clear()
+        self._pinned.clear()
