@@ -70,8 +70,8 @@ class Settings:
     store_unknown: bool = _key("STORE_UNKNOWN", "store embeddings of unknown tracks for later naming",
                                default=False)
     # gallery
-    qdrant_url: str = _key("QDRANT_URL", "Qdrant server URL; empty: embedded engine under QDRANT_PATH",
-                           secret=True, default="")
+    qdrant_url: str = _key("QDRANT_URL", "Qdrant server URL (credentials in it are masked in logs); empty: the "
+                           "embedded engine under QDRANT_PATH", default="")
     qdrant_path: str = _key("QDRANT_PATH", "folder of the embedded gallery", default="qdrant_data")
     qdrant_api_key: str = _key("QDRANT_API_KEY", "API key of the Qdrant server", secret=True, default="")
     qdrant_collection: str = _key("QDRANT_COLLECTION", "collection (or embedded shard) name", default="faces")

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 from app.errors import FacestreamError
 from app.redact import redact, setup_logging
@@ -27,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"facestream: warning: {redact(str(message))}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning  # library warnings as one clean line, no source excerpt
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging("DEBUG" if args.debug else "INFO")

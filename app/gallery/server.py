@@ -92,7 +92,7 @@ class ServerGallery(Gallery):
             raise
         else:
             self.flush_spool()
-        log.info("gallery: %s (%d-d, cosine)", self.where, dim)
+            log.info("gallery: %s (%d-d, cosine)", self.where, dim)
 
     # -- talking to the server ----------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:

@@ -1,0 +1,195 @@
+"""ArcFace on the GPU: uint8 crops (or a frame plus landmarks) in, L2-normalised embeddings out.
+
+Batches are padded up to a fixed bucket (1, 8, 32, 128 by default) so a handful of CUDA graphs cover
+every batch size: padding a batch of 5 to 8 costs less than launching an un-graphed forward pass.
+Each graph holds the whole step: BGR→RGB, (x − 127.5) / 127.5, the FP16 channels_last network and
+the L2 normalisation; only the (N, 512) float32 result is copied back. ``embed_aligned`` also does
+the 5-point similarity warp on the GPU (``F.affine_grid`` + ``F.grid_sample``) for all faces of a
+frame at once, the same transform as ``engines.align`` (insightface's ``norm_crop``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engines.align import CROP_SIZE, estimate_norms
+from engines.gpu.optimize import GraphedCallable, prepare_module
+from engines.recognizers.arcface import INPUT_MEAN, INPUT_STD
+
+DEFAULT_BUCKETS = (1, 8, 32, 128)
+
+
+def bucket_for(n: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket holding ``n`` (callers split batches larger than the largest bucket)."""
+    for b in buckets:
+        if n <= b:
+            return b
+    return buckets[-1]
+
+
+def sampling_grid_theta(transforms: np.ndarray, frame_hw: tuple[int, int], size: int = CROP_SIZE) -> np.ndarray:
+    """``F.affine_grid`` matrices (N, 2, 3) for crops made by cv2.warpAffine with forward transforms
+    ``transforms`` (N, 2, 3) (frame pixels → crop pixels).
+
+    warpAffine fills crop pixel p from frame point M⁻¹·p (pixel centres at integer coordinates);
+    affine_grid (align_corners=False) works in normalised coordinates where pixel i of n sits at
+    (2i + 1)/n − 1. So theta = N_frame · M⁻¹ · N_crop⁻¹. Degenerate transforms (all-zero, from
+    coincident landmarks) point every sample far outside the frame: a black crop, as ``engines.align`` gives.
+    """
+    m = np.asarray(transforms, dtype=np.float64).reshape(-1, 2, 3)
+    n = len(m)
+    full = np.zeros((n, 3, 3))
+    full[:, :2] = m
+    full[:, 2, 2] = 1.0
+    det = full[:, 0, 0] * full[:, 1, 1] - full[:, 0, 1] * full[:, 1, 0]
+    ok = np.abs(det) > 1e-12
+    inv = np.zeros_like(full)
+    inv[ok] = np.linalg.inv(full[ok])
+    h, w = frame_hw
+
+    def norm(width: float, height: float) -> np.ndarray:  # pixel index → normalised coordinate
+        return np.array([[2.0 / width, 0, 1.0 / width - 1], [0, 2.0 / height, 1.0 / height - 1], [0, 0, 1]])
+
+    theta = norm(w, h) @ inv @ np.linalg.inv(norm(size, size))
+    theta[~ok] = np.array([[0, 0, -10.0], [0, 0, -10.0], [0, 0, 1]])
+    return theta[:, :2].astype(np.float32)
+
+
+class GpuArcFace:
+    """ArcFace embeddings computed on one CUDA device (CPU works too, without graphs: for tests).
+
+    ``module`` is an ArcFace recogniser (MobileFaceNet, iresnet): RGB, (x − 127.5)/127.5, N×3×112×112 → N×512.
+    """
+
+    embedding_size = 512
+
+    def __init__(
+        self,
+        module: nn.Module,
+        device: str = "cuda",
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        precision: str = "fp16",
+        compile_mode: str | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
+        if precision not in ("fp16", "fp32"):
+            raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        if not buckets or any(b < 1 for b in buckets):
+            raise ValueError(f"buckets must be positive batch sizes, got {buckets}")
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        on_cuda = self.device.type == "cuda"
+        self.channels_last = on_cuda
+        self.net = prepare_module(module, self.device, self.dtype, channels_last=on_cuda, compile_mode=compile_mode)
+        enabled = cuda_graphs and on_cuda
+        self._from_uint8 = GraphedCallable(self._forward_uint8, enabled=enabled)
+        self._from_float = GraphedCallable(self._forward_float, enabled=enabled)
+        self._static: dict[tuple, torch.Tensor] = {}
+        self._pinned: torch.Tensor | None = None
+
+    @classmethod
+    def from_onnx(cls, onnx_path: str | Path, **kwargs) -> GpuArcFace:
+        """MobileFaceNet (w600k_mbf) with its ONNX weights."""
+        from engines.recognizers.mobilefacenet import mobilefacenet_from_onnx
+
+        return cls(mobilefacenet_from_onnx(onnx_path), **kwargs)
+
+    # -- captured steps ---------------------------------------------------------------------------
+    def _forward_float(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 112, 112) float BGR pixel values (0..255) → (B, 512) float32 unit vectors."""
+        x = ((x.flip(1) - INPUT_MEAN) / INPUT_STD).to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return F.normalize(self.net(x).float(), dim=1)
+
+    def _forward_uint8(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, 112, 112, 3) uint8 BGR → embeddings. NHWC permuted to NCHW is already channels_last."""
+        return self._forward_float(crops.permute(0, 3, 1, 2).float())
+
+    def _run(self, graphs: GraphedCallable, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings for the first len(x) rows, padded to a bucket (static input filled in place).
+        ``x`` may be on the device or in pinned host memory (then the copy into the graph is the upload)."""
+        n = len(x)
+        b = bucket_for(n, self.buckets)
+        if not graphs.enabled:
+            with torch.inference_mode():
+                return graphs.fn(x.to(self.device))
+        key = (id(graphs), b, *x.shape[1:], x.dtype)
+        static = self._static.get(key)
+        if static is None:
+            example = torch.zeros((b, *x.shape[1:]), dtype=x.dtype, device=self.device)
+            (static,) = graphs.static_inputs(example)
+            self._static[key] = static
+        static[:n].copy_(x, non_blocking=True)  # rows past n hold stale crops: rows are independent
+        return graphs.replay(static)[:n]
+
+    # -- public API --------------------------------------------------------------------------------
+    def embed_tensor(self, crops: torch.Tensor) -> torch.Tensor:
+        """(N, 112, 112, 3) uint8 BGR crops on the device → (N, 512) float32 on the device (a new tensor)."""
+        out = [self._run(self._from_uint8, crops[i:i + self.buckets[-1]]).clone()
+               for i in range(0, len(crops), self.buckets[-1])]
+        return torch.cat(out) if out else torch.zeros((0, self.embedding_size), device=self.device)
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """L2-normalised (N, 512) float32 embeddings of aligned uint8 BGR crops (N, 112, 112, 3)."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise ValueError(f"crops must be uint8 (N, H, W, 3) BGR, got {crops.dtype} {crops.shape}")
+        out = np.empty((len(crops), self.embedding_size), dtype=np.float32)
+        step = self.buckets[-1]
+        for i in range(0, len(crops), step):
+            chunk = crops[i:i + step]
+            host = self._host(chunk.shape)
+            np.copyto(host[: len(chunk)].numpy(), chunk)
+            emb = self._run(self._from_uint8, host[: len(chunk)])  # pinned host → graph input, one copy
+            out[i:i + len(chunk)] = emb.cpu().numpy()
+        return out
+
+    def _host(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Pinned staging buffer for uploads (reused: each ``embed`` chunk ends with a sync)."""
+        need = (self.buckets[-1], *shape[1:])
+        if self._pinned is None or tuple(self._pinned.shape) != need:
+            self._pinned = torch.empty(need, dtype=torch.uint8, pin_memory=self.device.type == "cuda")
+        return self._pinned
+
+    def align_tensor(self, frame: torch.Tensor, landmarks: np.ndarray, size: int = CROP_SIZE) -> torch.Tensor:
+        """Aligned crops (N, 3, size, size) float32 BGR (0..255, not rounded) from a (H, W, 3) uint8 frame
+        on the device and each face's landmarks (N, 5, 2) in its pixels. All faces in one grid_sample:
+        the N sampling grids are stacked into one tall (N·size, size) output image."""
+        landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+        n = len(landmarks)
+        h, w = frame.shape[:2]
+        if n == 0:
+            return torch.zeros((0, 3, size, size), device=frame.device)
+        theta = torch.from_numpy(sampling_grid_theta(estimate_norms(landmarks, size), (h, w), size))
+        grid = F.affine_grid(theta.to(frame.device, non_blocking=True), [n, 1, size, size], align_corners=False)
+        image = frame.permute(2, 0, 1)[None].float()
+        crops = F.grid_sample(image, grid.reshape(1, n * size, size, 2), mode="bilinear",
+                              padding_mode="zeros", align_corners=False)
+        return crops[0].reshape(3, n, size, size).transpose(0, 1)
+
+    def embed_aligned(self, frame: np.ndarray | torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
+        """Embeddings (N, 512) float32 of the faces at ``landmarks`` (N, 5, 2) in a uint8 BGR frame
+        (numpy, uploaded once, or a tensor already on the device): warp, normalise and embed on the GPU."""
+        if isinstance(frame, np.ndarray):
+            frame = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            crops = self.align_tensor(frame.to(self.device), landmarks)
+        step = self.buckets[-1]
+        parts = [self._run(self._from_float, crops[i:i + step]).cpu().numpy() for i in range(0, len(crops), step)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.embedding_size), dtype=np.float32)
+
+    def close(self) -> None:
+        self._from_uint8.reset()
+        self._from_float.reset()
+        self._static.clear()
+        self._pinned = None
