@@ -27,6 +27,8 @@ def add_parsers(sub) -> None:
     m.add_argument("--image", help="photo for the detector timing (default: a shared scene if present)")
     m.add_argument("--json", help="write the results here")
     m.add_argument("--plot", help="write a PNG chart of faces/s per backend and batch here")
+    m.add_argument("--engine-build", action="store_true",
+                   help="also time a fresh TensorRT engine build (FP32 and FP16) of both models, if TensorRT is here")
     m.set_defaults(func=cmd_bench_models)
 
     pl = bsub.add_parser("pipeline", help="the real multi-process pipeline vs the naive one-frame-at-a-time loop")
@@ -111,6 +113,28 @@ def bench_detector(settings, spec: BackendSpec, image: np.ndarray, seconds: floa
     return rows
 
 
+def bench_engine_build(settings) -> list[dict]:
+    """Seconds for a fresh build of each shipped model's engine, FP32 and FP16, into a throw-away folder."""
+    import tempfile
+
+    from engines.errors import EngineError
+    from engines.fetch import require
+    from engines.model_zoo import get_info
+    from engines.tensorrt.cache import build_engines
+
+    models = [(name, require(settings.checkpoint_dir, get_info(name, kind).onnx), kind)
+              for name, kind in ((settings.detector_model, "detector"), (settings.embedder_model, "embedder"))]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            records = build_engines(models, tmp, precisions=("fp32", "fp16"), max_batch=128, opt_batch=32,
+                                    det_size=(settings.det_size,) * 2, store=False)
+    except EngineError as exc:
+        print(f"bench: engine build skipped ({exc})", file=sys.stderr)
+        return []
+    return [{"engine": r.path.name, "seconds": round(r.build_seconds, 2), "mb": round(r.size_bytes / 2**20, 1)}
+            for r in records]
+
+
 def cmd_bench_models(args) -> int:
     from dataclasses import replace
 
@@ -130,6 +154,8 @@ def cmd_bench_models(args) -> int:
             print(f"bench: {spec}: skipped ({exc})", file=sys.stderr)
     first = result["embedder"][0]["backend"] if result["embedder"] else None
     base = {r["batch"]: r["faces_per_s"] for r in result["embedder"] if r["backend"] == first}
+    if args.engine_build:
+        result["engine_build"] = bench_engine_build(settings)
     print(f"# {result['machine']}")
     print(f"{'embedder backend':34s} {'batch':>5s} {'ms/batch':>10s} {'faces/s':>10s} {'vs base':>8s}")
     for r in result["embedder"]:
@@ -139,6 +165,8 @@ def cmd_bench_models(args) -> int:
     print(f"{'detector backend':34s} {'frame':>10s} {'ms/frame':>10s} {'faces':>6s}")
     for r in result["detector"]:
         print(f"{r['backend']:34s} {r['frame']:>10s} {r['ms_per_frame']:10.2f} {r['faces']:6d}")
+    for r in result.get("engine_build", []):
+        print(f"engine build {r['engine']:52s} {r['seconds']:6.2f} s {r['mb']:6.1f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.plot:

@@ -172,8 +172,8 @@ def test_fp16_graph_matches_fp32_cpu(mobilefacenet):
 @cuda
 @pytest.mark.timeout(300)
 def test_graphs_of_different_shapes_replay_independently():
-    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)).eval()
-    g = GraphedCallable(lambda x: conv.cuda()(x) * 1.0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)).eval().cuda()
+    g = GraphedCallable(lambda x: conv(x) * 1.0)
     a, b = torch.randn(2, 3, 8, 8, device="cuda"), torch.randn(5, 3, 8, 8, device="cuda")
     out_a = g(a).clone()
     out_b = g(b).clone()
