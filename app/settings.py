@@ -84,6 +84,9 @@ class Settings:
                            lo=0, hi=65535, default=0)
     serve_host: str = _key("SERVE_HOST", "address the MJPEG server binds to", default="127.0.0.1")
     # runtime
+    stage_restarts: int = _key("STAGE_RESTARTS", "restarts allowed per minute for each of detect, align, "
+                               "embed+track and identify after a crash (0: any stage failure ends the run)",
+                               lo=0, hi=100, default=3)
     queue_size: int = _key("QUEUE_SIZE", "records each stage queue holds (the frame ring holds 5x that + 8)",
                             lo=1, hi=11, default=8)
     log_level: str = _key("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", ("DEBUG", "INFO", "WARNING", "ERROR"),

@@ -14,6 +14,17 @@ log = logging.getLogger("facestream.run")
 
 CROP_BYTES = 112 * 112 * 3
 EMBED_BYTES = 512 * 4
+#: stages the supervisor may restart after a crash: they hold no state that outlives a frame except the tracker
+#: (embed+track: tracks re-form, with new ids) and reopen what they own (identify: the gallery).
+#: Not capture (it numbers frames: a new one would restart at 0 and collide in the ring; a file would restart
+#: from its beginning) nor display (it owns the output video, window and track log, which a restart would
+#: truncate or reopen).
+RESTARTABLE = ("detect", "align", "embed+track", "identify")
+
+
+def stage_restarts(settings: Settings) -> int:
+    """Restarts allowed per stage per minute (STAGE_RESTARTS; 0: any stage failure ends the run)."""
+    return max(0, int(settings.stage_restarts))
 
 
 def preflight(settings: Settings) -> None:
@@ -73,11 +84,12 @@ def build_pipeline(settings: Settings, args):
         pipe.stage(f"capture{i}" if len(specs) > 1 else "capture",
                    CaptureStage(settings, spec.raw, i, args.max_frames, getattr(args, "realtime", False)),
                    outputs=["frames"], rings=[ring_name(i)])
-    pipe.stage("detect", DetectStage(settings), ["frames"], ["detections"], rings)
-    pipe.stage("align", AlignStage(settings), ["detections"], ["crops"], rings)
+    r = dict.fromkeys(RESTARTABLE, stage_restarts(settings))
+    pipe.stage("detect", DetectStage(settings), ["frames"], ["detections"], rings, restarts=r["detect"])
+    pipe.stage("align", AlignStage(settings), ["detections"], ["crops"], rings, restarts=r["align"])
     pipe.stage("embed+track", EmbedTrackStage(settings, {i: p[2] for i, p in enumerate(probes)}), ["crops"],
-               ["tracks"])
-    pipe.stage("identify", IdentifyStage(settings), ["tracks"], ["named"])
+               ["tracks"], restarts=r["embed+track"])
+    pipe.stage("identify", IdentifyStage(settings), ["tracks"], ["named"], restarts=r["identify"])
     names = {i: spec.display_name for i, spec in enumerate(specs)}
     pipe.stage("display", DisplayStage(settings, output_options(settings, args, probes[0][2]), names), ["named"],
                rings=rings)

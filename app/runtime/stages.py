@@ -8,6 +8,8 @@ the child, so models (and CUDA) exist only inside stage processes.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import time
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.redact import setup_logging
+from app.runtime.metrics import RUNNING
 from app.runtime.process import StageContext
 from app.runtime.shm import Record
 from app.settings import Settings
@@ -36,12 +39,47 @@ def _faces(rec: Record) -> Faces:
     return Faces.from_arrays(rec.arrays, rec.meta)
 
 
+SOURCE_PREFIX = "source: "  # capture's status text in its metrics row, read by the display's overlay
+
+
+def name_process(stage: str) -> None:
+    """Name this process ``fs-<stage>`` in /proc/PID/comm so ps, top and the fault tests can find a stage."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: names are a convenience only
+        ctypes.CDLL(None, use_errno=True).prctl(15, f"fs-{stage}"[:15].encode(), 0, 0, 0)  # PR_SET_NAME
+
+
+def free_orphaned_locks(ctx: StageContext, wait: float = 1.0) -> list[str]:
+    """After a restart, free the queue locks our killed predecessor died holding.
+
+    In this pipeline a restartable stage is the only consumer of its inputs and the only producer of its
+    outputs, so the get-lock of an input (put-lock of an output) can only be held by the previous instance of
+    this very stage: if it stays taken for ``wait`` seconds, that process is dead inside it and the lock is
+    released here, instead of the new instance blocking on it forever. Returns what was freed.
+    """
+    freed = []
+    for kind, queues, attr in (("get", ctx.inputs, "get_lock"), ("put", ctx.outputs, "put_lock")):
+        for name, q in queues.items():
+            lock = getattr(q.spec, attr)
+            if lock.acquire(timeout=wait):
+                lock.release()
+            else:
+                lock.release()
+                freed.append(f"{name}.{kind}")
+    if freed:
+        log.warning("%s: freed queue locks left by its killed predecessor: %s", ctx.name, ", ".join(freed))
+    return freed
+
+
 class _Wrapper:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     def setup(self, ctx: StageContext) -> None:
         setup_logging(self.settings.log_level)
+        name_process(ctx.name)
+        restarted = any(s.restarts for s in ctx.all_metrics.snapshot() if s.name == ctx.name)
+        if restarted:
+            free_orphaned_locks(ctx)
 
 
 @dataclass
@@ -58,17 +96,26 @@ class CaptureStage:
         from app.stages.capture import VideoSource, parse_source
 
         setup_logging(self.settings.log_level)
+        name_process(ctx.name)
         src = VideoSource(parse_source(self.source), self.settings.reconnect_max_delay)
         src.open()
         ring = ctx.rings[ring_name(self.stream)]
         shape = ring.spec.height, ring.spec.width
         index = 0
         start = time.monotonic()
+        shown, next_status = "live", 0.0  # written only from the first outage on: a row error stays empty until then
         try:
             while not ctx.stopping and (not self.max_frames or index < self.max_frames):
                 if self.realtime:
                     time.sleep(max(0.0, start + index / (src.fps or 30.0) - time.monotonic()))
                 frame = src.read()
+                now = time.monotonic()
+                if src.spec.live and (now >= next_status or (src.status != "reconnecting") != (shown == "live")):
+                    text = src.describe()  # the display cannot see a silent source through records: tell it here
+                    if text != shown:
+                        ctx.metrics.status(RUNNING, SOURCE_PREFIX + text)
+                        shown = text
+                    next_status = now + 0.25
                 if frame is None:
                     if src.ended:
                         break
@@ -173,7 +220,14 @@ class IdentifyStage(_Wrapper):
 
 
 class DisplayStage(_Wrapper):
-    """Draws on the frame the boxes were computed from (read back from the ring by sequence number)."""
+    """Draws on the frame the boxes were computed from (read back from the ring by sequence number).
+
+    It owns its loop (``run``) rather than being fed records, so that while a live source is down and
+    nothing flows it can still redraw the last frame with a red "reconnecting" line (window and MJPEG
+    server; the video file and the track log get real frames only).
+    """
+
+    IDLE_REDRAW = 0.5  # seconds without a record before the last frame is redrawn with the source status
 
     def __init__(self, settings: Settings, options, names: dict[int, str]) -> None:
         super().__init__(settings)
@@ -188,21 +242,35 @@ class DisplayStage(_Wrapper):
         self.latencies: list[float] = []
         self.next_overlay = 0.0
         self.lines: list[str] = []
+        self.warn = False
+        self.last = None  # (raw frame, faces) of the last record shown, for idle redraws
         self.ok = False
 
-    def _overlay(self, ctx: StageContext):
+    def _source_status(self, ctx: StageContext) -> tuple[str, bool]:
+        """The capture stages' source status ("" when all are live) and whether any is reconnecting."""
+        texts = []
+        for stage in ctx.all_metrics.spec.stages:
+            if stage.startswith("capture"):
+                _, text = ctx.all_metrics.status(stage)
+                if text.startswith(SOURCE_PREFIX) and "reconnecting" in text:
+                    texts.append(f"{stage}: {text[len(SOURCE_PREFIX):]}")
+        return "; ".join(texts), bool(texts)
+
+    def _overlay(self, ctx: StageContext, force: bool = False):
         from app.display.annotate import Overlay
 
         now = time.monotonic()
-        if now >= self.next_overlay:
+        if force or now >= self.next_overlay:
             self.next_overlay = now + 0.5
             lat = np.asarray(self.latencies[-300:]) * 1000
             p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if len(lat) else (0, 0)
-            self.lines = [" | ".join(self.names.values()), *ctx.all_metrics.overlay_lines(),
+            source, self.warn = self._source_status(ctx)
+            self.lines = [f"source {source}" if self.warn else " | ".join(self.names.values()),
+                          *ctx.all_metrics.overlay_lines(),
                           f"capture->display latency p50 {p50:.0f} ms  p99 {p99:.0f} ms"]
-        return Overlay(list(self.lines))
+        return Overlay(list(self.lines), warn=self.warn)
 
-    def process(self, rec: Record, ctx: StageContext) -> None:
+    def show(self, rec: Record, ctx: StageContext) -> None:
         ring = ctx.rings[ring_name(rec.stream)]
         frame = ring.copy(rec.seq) if self.present.draws else None
         if frame is None and self.present.draws:
@@ -210,17 +278,43 @@ class DisplayStage(_Wrapper):
             return None
         self.latencies.append(time.time() - rec.ts)
         ref = FrameRef(rec.seq, rec.ts, rec.stream, rec.index)
-        if not self.present(frame, ref, _faces(rec), self._overlay(ctx)):
+        faces = _faces(rec)
+        if frame is not None and (self.present.window or self.present.server):
+            self.last = (frame.copy(), faces)
+        if not self.present(frame, ref, faces, self._overlay(ctx)):
             log.info("window closed: stopping")
             ctx.request_stop()
         return None
 
-    def finish(self, ctx: StageContext) -> None:
+    def idle(self, ctx: StageContext) -> None:
+        """Nothing arrived for a while: if a source is reconnecting, say so on the last frame."""
+        if self.last is None:
+            return
+        overlay = self._overlay(ctx, force=True)
+        if not overlay.warn:
+            return
+        frame, faces = self.last
+        frame = self.present.renderer.draw(frame.copy(), faces, overlay)
+        if self.present.server:
+            self.present.server.publish(frame)
+        if self.present.window and not self.present.window.show(frame):
+            log.info("window closed: stopping")
+            ctx.request_stop()
+
+    def run(self, ctx: StageContext) -> None:
+        while True:
+            rec = ctx.get(timeout=self.IDLE_REDRAW)
+            if rec is None:
+                self.idle(ctx)
+                continue
+            if rec.is_end:
+                break
+            t0 = time.perf_counter()
+            self.show(rec, ctx)
+            ctx.metrics.tick(busy=time.perf_counter() - t0, ts=rec.ts)
         self.ok = True
-        return None
 
     def teardown(self) -> None:
         present = getattr(self, "present", None)
         if present is not None:
             present.close(ok=self.ok or present.frames > 0)
-

@@ -136,6 +136,13 @@ class VideoSource:
             self.size = (frame.shape[1], frame.shape[0])
         return self.size[0], self.size[1], self.fps
 
+    def describe(self) -> str:
+        """One line for the overlay: ``live``, ``playing``, ``ended`` or ``reconnecting (try N, next in X s)``."""
+        if self.status != "reconnecting":
+            return self.status
+        wait = max(0.0, self._next_try - time.monotonic())
+        return f"reconnecting (try {self.reconnects + 1}, next in {wait:.1f} s)"
+
     def _schedule_retry(self) -> None:
         self._next_try = time.monotonic() + self._delay
         self._delay = min(self._delay * 2, self.reconnect_max_delay)

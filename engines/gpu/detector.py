@@ -2,15 +2,18 @@
 
 Per batch of same-sized frames: one upload of the uint8 frames (from a pinned host buffer,
 asynchronous), then one CUDA graph that does letterbox resize (bilinear, as cv2.INTER_LINEAR),
-BGR mean subtraction into a preallocated zero-padded FP16 channels_last input, the network, the
-top-K candidates per frame and their prior-box decoding. Outside the graph (the sizes depend on the
-data): the threshold, NMS (torchvision's CUDA kernel, else a vectorised torch one) and the mapping
-back to original pixels; one device-to-host copy of the (faces, 16) result. Results follow the numpy
+BGR mean subtraction into a preallocated zero-padded FP16 channels_last input, the network (score,
+box and landmark heads in FP32), the top-K candidates per frame, their prior-box decoding, the
+threshold, greedy NMS in fixed shapes and the mapping back to original pixels; then one copy of
+(B, K, 16) floats to the host. Frames the fixed shapes cannot settle exactly (more than K candidates,
+or suppression chains longer than the graph's NMS steps) are redone eagerly with torchvision's NMS
+(else a vectorised torch one) — same answer, slower. Results follow the numpy
 adapter ``engines.detectors.retinaface.RetinaFace``: same letterbox, priors, thresholds and order.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,24 @@ from engines.types import Detections
 
 #: candidates kept per frame inside the graph; a frame with more over the threshold is redone eagerly
 GRAPH_TOPK = 1024
+#: fixed-point steps of the in-graph NMS; a frame whose suppression chains are longer is redone eagerly
+GRAPH_NMS_STEPS = 8
+#: host copies larger than this are split over threads (one thread copies ~7 GB/s; a 1080p frame is 6 MB)
+PARALLEL_COPY_BYTES = 1 << 20
+_COPY_POOL: ThreadPoolExecutor | None = None
+
+
+def parallel_copy(dst: np.ndarray, src: np.ndarray, workers: int = 4) -> None:
+    """``dst[...] = src`` split into row blocks over a few threads (numpy releases the GIL while copying)."""
+    global _COPY_POOL
+    if src.nbytes < PARALLEL_COPY_BYTES:
+        np.copyto(dst, src)
+        return
+    if _COPY_POOL is None:
+        _COPY_POOL = ThreadPoolExecutor(workers, thread_name_prefix="frame-copy")
+    d, s = dst.reshape(-1, *dst.shape[2:]), src.reshape(-1, *src.shape[2:])  # frames x rows as one axis
+    step = -(-len(d) // workers)
+    list(_COPY_POOL.map(lambda i: np.copyto(d[i:i + step], s[i:i + step]), range(0, len(d), step)))
 
 
 def _torchvision_nms():
@@ -93,6 +114,7 @@ class GpuRetinaFace:
         precision: str = "fp16",
         compile_mode: str | None = None,
         cuda_graphs: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         self.device = torch.device(device)
         if precision not in ("fp16", "fp32"):
@@ -103,8 +125,10 @@ class GpuRetinaFace:
         self.nms_threshold = float(nms_threshold)
         self.max_faces = max_faces
         on_cuda = self.device.type == "cuda"
-        self.net = prepare_module(net, self.device, self.dtype, channels_last=on_cuda, compile_mode=compile_mode)
-        self.channels_last = on_cuda
+        self.channels_last = on_cuda if channels_last is None else channels_last
+        heads = [f"{kind}.{i}" for kind in ("ClassHead", "BboxHead", "LandmarkHead") for i in range(3)]
+        self.net = prepare_module(net, self.device, self.dtype, channels_last=self.channels_last,
+                                  compile_mode=compile_mode, fp32_modules=heads if self.dtype != torch.float32 else ())
         self._mean = torch.tensor(MEAN_BGR, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
         self._graphs = GraphedCallable(self._forward, enabled=cuda_graphs and on_cuda)
         self._plans: dict[tuple[int, int, int], dict] = {}
@@ -145,11 +169,14 @@ class GpuRetinaFace:
             "k": min(GRAPH_TOPK, len(centres)),
             "offset": torch.tensor([info.pad_x, info.pad_y], dtype=torch.float32, device=self.device),
             "inv_scale": torch.tensor([1 / info.scale_x, 1 / info.scale_y], dtype=torch.float32, device=self.device),
+            # made here, not in the graph: a host→device copy cannot be captured
+            "clip": torch.tensor([info.orig_w, info.orig_h] * 2, dtype=torch.float32, device=self.device),
         }
         return plan
 
     def _forward(self, frames: torch.Tensor):
-        """The captured part: (B, H0, W0, 3) uint8 → per-frame top-K (scores, boxes, points) in input pixels."""
+        """The captured part: (B, H0, W0, 3) uint8 → per-frame top-K candidates, decoded, thresholded,
+        NMS'd and mapped to original pixels, packed (B, K, 16): box 4, score, landmarks 10, kept flag."""
         b, h, w, _ = frames.shape
         plan = self._plans[(b, h, w)]
         info: LetterboxInfo = plan["info"]
@@ -162,7 +189,41 @@ class GpuRetinaFace:
         loc, conf, landms = self.net(plan["padded"])
         scores = conf[..., 1].float()
         top, idx = scores.topk(plan["k"], dim=1)
-        return (top, *self._decode(loc, landms, idx, plan), scores, loc, landms)
+        boxes, points = self._decode(loc, landms, idx, plan)
+        valid = top >= self.score_threshold
+        keep, converged = self._graph_nms(boxes, valid)
+        packed = torch.cat([self._to_original(boxes, points, plan), top[..., None], keep[..., None]], dim=-1)
+        # fallback needed: NMS did not settle, or the K-th candidate still passes (more may lie beyond K)
+        redo = ~converged | (valid[:, -1] & (plan["k"] < min(PRE_NMS_TOPK, scores.shape[1])))
+        return packed, redo, scores, loc, landms
+
+    def _graph_nms(self, boxes: torch.Tensor, valid: torch.Tensor):
+        """Greedy NMS for (B, K) score-sorted candidates with fixed shapes (capturable): the fixed-point
+        iteration of ``nms_torch`` for a set number of steps, plus whether it converged (then exact)."""
+        area = (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+        lt = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
+        rb = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+        wh = (rb - lt).clamp(min=0)
+        inter = wh[..., 0] * wh[..., 1]
+        union = area[:, :, None] + area[:, None, :] - inter
+        over = (inter > self.nms_threshold * union) & (union > 0)  # IoU > t without a division
+        over = torch.triu(over & valid[:, :, None], diagonal=1).float()
+        vf = valid.float()
+        keep = vf
+        prev = keep
+        for _ in range(GRAPH_NMS_STEPS):
+            prev = keep
+            keep = vf * (torch.bmm(keep[:, None, :], over)[:, 0] == 0).float()
+        return keep, (keep == prev).all(dim=1)
+
+    @staticmethod
+    def _to_original(boxes: torch.Tensor, points: torch.Tensor, plan: dict) -> torch.Tensor:
+        """(…, 4) boxes (clipped) and (…, 5, 2) points from letterbox to original pixels → (…, 14)."""
+        off, inv = plan["offset"], plan["inv_scale"]
+        bx = ((boxes.unflatten(-1, (2, 2)) - off) * inv).flatten(-2)
+        bx = torch.minimum(bx.clamp(min=0), plan["clip"])
+        pts = ((points - off) * inv).flatten(-2)
+        return torch.cat([bx, pts], dim=-1)
 
     @staticmethod
     def _decode(loc: torch.Tensor, landms: torch.Tensor, idx: torch.Tensor, plan: dict):
@@ -224,12 +285,16 @@ class GpuRetinaFace:
         b, h, w, _ = frames.shape
         pinned = self._pinned.get(frames.shape)
         if pinned is None or pinned.data_ptr() != frames.ctypes.data:
-            np.copyto(self.host_buffer(b, h, w), frames)
+            parallel_copy(self.host_buffer(b, h, w), frames)
             pinned = self._pinned[frames.shape]
         if not self._graphs.enabled:
             return self.detect_tensor(pinned.to(self.device))
         plan = self._plan(b, h, w)
-        (static,) = self._graphs.static_inputs(torch.empty(frames.shape, dtype=torch.uint8, device=self.device))
+        static = plan.get("static")
+        if static is None:
+            example = torch.zeros(frames.shape, dtype=torch.uint8, device=self.device)
+            (static,) = self._graphs.static_inputs(example)
+            plan["static"] = static
         static.copy_(pinned, non_blocking=True)  # the upload lands in the graph's own input: no device copy
         return self._finish(self._graphs.replay(static), plan)
 
@@ -245,17 +310,39 @@ class GpuRetinaFace:
             return self._finish(self._forward(frames.to(self.device)), plan)
 
     def _finish(self, outputs, plan) -> list[Detections]:
-        """Threshold, NMS and mapping to original pixels; one copy of the result to the host."""
-        top, boxes, points, scores, loc, landms = outputs
-        b, k = top.shape
-        counts = (top >= self.score_threshold).sum(1).tolist()  # sync: candidates per frame (a prefix of top-K)
-        limit = min(PRE_NMS_TOPK, scores.shape[1])
-        if max(counts) >= k and k < limit:  # more candidates than the graph kept: redo this batch eagerly
-            with torch.inference_mode():
-                top, idx = scores.topk(limit, dim=1)
-                boxes, points = self._decode(loc, landms, idx, plan)
-            k = limit
-            counts = (top >= self.score_threshold).sum(1).tolist()
+        """Copy the packed candidates back (one sync) and keep the NMS survivors; rare frames whose
+        in-graph NMS did not settle, or that have more than K candidates, are redone eagerly."""
+        packed, redo, scores, loc, landms = outputs
+        host = plan.get("host")
+        if host is None or host[0].shape != packed.shape:
+            pin = self.device.type == "cuda"
+            host = plan["host"] = (torch.empty(packed.shape, pin_memory=pin), torch.empty(redo.shape, dtype=torch.bool,
+                                                                                        pin_memory=pin))
+        host[0].copy_(packed, non_blocking=True)
+        host[1].copy_(redo, non_blocking=True)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        rows, again = host[0].numpy(), host[1].numpy()
+        results = []
+        for i in range(len(rows)):
+            if again[i]:
+                results.append(self._finish_eager(scores[i:i + 1], loc[i:i + 1], landms[i:i + 1], plan)[0])
+                continue
+            r = rows[i][rows[i][:, 15] > 0.5]
+            if self.max_faces is not None:
+                r = r[: self.max_faces]
+            results.append(Detections(r[:, :4], r[:, 14], r[:, 4:14].reshape(-1, 5, 2)))
+        return results
+
+    def _finish_eager(self, scores, loc, landms, plan) -> list[Detections]:
+        """The general path for a batch: every candidate over the threshold (up to PRE_NMS_TOPK), NMS
+        with torchvision (or ``batched_nms_torch``), then mapping to original pixels."""
+        b = scores.shape[0]
+        with torch.inference_mode():
+            top, idx = scores.topk(min(PRE_NMS_TOPK, scores.shape[1]), dim=1)
+            boxes, points = self._decode(loc, landms, idx, plan)
+        k = top.shape[1]
+        counts = (top >= self.score_threshold).sum(1).tolist()
         flat = np.concatenate([i * k + np.arange(c) for i, c in enumerate(counts)])
         index = torch.from_numpy(np.stack([flat, np.repeat(np.arange(b), counts)])).to(self.device)
         cand_scores = top.reshape(-1).index_select(0, index[0])
@@ -269,16 +356,11 @@ class GpuRetinaFace:
         if self.max_faces is not None:
             rank = torch.arange(len(g), device=g.device) - torch.searchsorted(g, g)
             keep, g = keep[rank < self.max_faces], g[rank < self.max_faces]
-        info: LetterboxInfo = plan["info"]
-        off, inv = plan["offset"], plan["inv_scale"]
-        bx = ((cand_boxes[keep].reshape(-1, 2, 2) - off) * inv).reshape(-1, 4)
-        bx[:, 0::2] = bx[:, 0::2].clamp(0, info.orig_w)
-        bx[:, 1::2] = bx[:, 1::2].clamp(0, info.orig_h)
-        pts = ((cand_points[keep] - off) * inv).reshape(-1, 10)
-        packed = torch.cat([bx, cand_scores[keep, None], pts, g[:, None].float()], dim=1).cpu().numpy()
+        mapped = self._to_original(cand_boxes[keep], cand_points[keep], plan)
+        packed = torch.cat([mapped, cand_scores[keep, None], g[:, None].float()], dim=1).cpu().numpy()
         bounds = np.searchsorted(packed[:, 15], np.arange(b + 1) - 0.5)
         return [
-            Detections(packed[s:e, :4], packed[s:e, 4], packed[s:e, 5:15].reshape(-1, 5, 2))
+            Detections(packed[s:e, :4], packed[s:e, 14], packed[s:e, 4:14].reshape(-1, 5, 2))
             for s, e in zip(bounds[:-1], bounds[1:])
         ]
 

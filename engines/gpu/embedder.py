@@ -65,6 +65,8 @@ class GpuArcFace:
     """ArcFace embeddings computed on one CUDA device (CPU works too, without graphs: for tests).
 
     ``module`` is an ArcFace recogniser (MobileFaceNet, iresnet): RGB, (x − 127.5)/127.5, N×3×112×112 → N×512.
+    Defaults are the fastest measured on an H100 (docs/benchmarks_gpu.md): FP16, channels_last, and
+    MobileFaceNet's 2-channel-group conv made dense (``densify_groups=4``; cuDNN has no fast kernel for it).
     """
 
     embedding_size = 512
@@ -77,6 +79,8 @@ class GpuArcFace:
         precision: str = "fp16",
         compile_mode: str | None = None,
         cuda_graphs: bool = True,
+        channels_last: bool | None = None,
+        densify_groups: int = 4,
     ) -> None:
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -86,8 +90,9 @@ class GpuArcFace:
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.buckets = tuple(sorted(set(int(b) for b in buckets)))
         on_cuda = self.device.type == "cuda"
-        self.channels_last = on_cuda
-        self.net = prepare_module(module, self.device, self.dtype, channels_last=on_cuda, compile_mode=compile_mode)
+        self.channels_last = on_cuda if channels_last is None else channels_last
+        self.net = prepare_module(module, self.device, self.dtype, channels_last=self.channels_last,
+                                  compile_mode=compile_mode, densify_groups=densify_groups)
         enabled = cuda_graphs and on_cuda
         self._from_uint8 = GraphedCallable(self._forward_uint8, enabled=enabled)
         self._from_float = GraphedCallable(self._forward_float, enabled=enabled)
@@ -105,8 +110,7 @@ class GpuArcFace:
     def _forward_float(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 112, 112) float BGR pixel values (0..255) → (B, 512) float32 unit vectors."""
         x = ((x.flip(1) - INPUT_MEAN) / INPUT_STD).to(self.dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return F.normalize(self.net(x).float(), dim=1)
 
     def _forward_uint8(self, crops: torch.Tensor) -> torch.Tensor:

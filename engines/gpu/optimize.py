@@ -119,6 +119,50 @@ def fold_batchnorm(module: nn.Module, inplace: bool = False) -> tuple[nn.Module,
     return module, len(pairs)
 
 
+def densify_grouped_convs(module: nn.Module, max_group_channels: int = 4) -> int:
+    """Replace grouped (not depthwise) convolutions with at most ``max_group_channels`` input channels per
+    group by the equivalent dense convolution (block-diagonal weight, zeros elsewhere). In place.
+
+    More arithmetic, but on tensor cores: cuDNN has no fast kernel for tiny groups (MobileFaceNet's
+    128-channel, 64-group 3×3 conv), and a dense conv of that size is cheap. Exact: the added weights
+    are zeros. Returns how many convolutions were replaced.
+    """
+    count = 0
+    for name, conv in list(module.named_modules()):
+        if not isinstance(conv, nn.Conv2d) or conv.groups == 1 or conv.groups == conv.in_channels:
+            continue
+        cin_g, cout_g = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+        if cin_g > max_group_channels or conv.padding_mode != "zeros":
+            continue
+        dense = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, 1, conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            dense.weight.zero_()
+            for g in range(conv.groups):
+                dense.weight[g * cout_g:(g + 1) * cout_g, g * cin_g:(g + 1) * cin_g] = conv.weight[
+                    g * cout_g:(g + 1) * cout_g]
+            if conv.bias is not None:
+                dense.bias.copy_(conv.bias)
+        _set_submodule(module, name, dense)
+        count += 1
+    return count
+
+
+class Float32Island(nn.Module):
+    """Runs ``inner`` in float32 inside a reduced-precision network: input cast up, output left in float32.
+
+    For small layers whose outputs need the precision, e.g. a detector's score head: FP16 probabilities
+    near 1 are spaced 5e-4 apart, enough to reorder two anchors of one face and change which box NMS keeps.
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.float())
+
+
 def prepare_module(
     module: nn.Module,
     device: str | torch.device = "cuda",
@@ -126,19 +170,26 @@ def prepare_module(
     channels_last: bool = True,
     fold_bn: bool = True,
     compile_mode: str | None = None,
+    densify_groups: int = 0,
+    fp32_modules: Sequence[str] = (),
 ) -> nn.Module:
     """A copy of ``module`` ready for inference: BN folded, cast, channels_last, optionally compiled.
 
     ``compile_mode`` is a ``torch.compile`` mode ("default", "reduce-overhead", "max-autotune",
     "max-autotune-no-cudagraphs") or None. Use a "no-cudagraphs" mode when the caller captures its
     own graph (``GraphedCallable``): graphs inside graphs do not nest. Compilation happens lazily at
-    the first call per input shape.
+    the first call per input shape. ``densify_groups`` > 0 applies ``densify_grouped_convs`` with that
+    limit; ``fp32_modules`` names submodules kept in float32 (``Float32Island``).
     """
     if fold_bn:
         module, _ = fold_batchnorm(module)
     else:
         module = copy.deepcopy(module).eval()
+    if densify_groups:
+        densify_grouped_convs(module, densify_groups)
     module = module.to(device=device, dtype=dtype)
+    for name in fp32_modules:
+        _set_submodule(module, name, Float32Island(module.get_submodule(name)))
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     for p in module.parameters():
@@ -227,11 +278,12 @@ class FastModule:
 
     def __init__(self, module: nn.Module, device: str = "cuda", dtype: torch.dtype = torch.float16,
                  channels_last: bool = True, fold_bn: bool = True, compile_mode: str | None = None,
-                 cuda_graphs: bool = True) -> None:
+                 cuda_graphs: bool = True, densify_groups: int = 0) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
         self.channels_last = channels_last
-        self.module = prepare_module(module, self.device, dtype, channels_last, fold_bn, compile_mode)
+        self.module = prepare_module(module, self.device, dtype, channels_last, fold_bn, compile_mode,
+                                     densify_groups=densify_groups)
         self.graphs = GraphedCallable(self.module, enabled=cuda_graphs and self.device.type == "cuda")
         self._static: dict[tuple[int, ...], torch.Tensor] = {}
 

@@ -69,15 +69,18 @@ def _exact_fp32_on_cuda():
     torch.backends.cudnn.allow_tf32 = before
 
 
-def _assert_same_faces(ref, got, name: str, threshold: float, tolerant: bool) -> None:
+def _assert_same_faces(ref, got, name: str, threshold: float, tolerant: bool) -> list[float]:
     """Same faces: each reference face matched by one detection with box IoU > 0.98, nothing extra.
-    ``tolerant`` lets faces within BORDERLINE of the score threshold go unmatched on either side."""
+    ``tolerant`` (FP16) lets faces within BORDERLINE of the score threshold go unmatched on either side
+    and matches at IoU > 0.9: two anchors of one face scoring within FP16 noise may swap, and NMS then
+    keeps the other anchor's box. Returns the matched IoUs."""
     iou = iou_matrix(ref.boxes, got.boxes) if len(ref) and len(got) else np.zeros((len(ref), len(got)))
-    matched_got = set()
+    matched_got, ious = set(), []
     for i in np.argsort(-ref.scores):
         j = int(np.argmax(iou[i])) if len(got) else -1
-        if j >= 0 and iou[i, j] > 0.98 and j not in matched_got:
+        if j >= 0 and iou[i, j] > (0.9 if tolerant else 0.98) and j not in matched_got:
             matched_got.add(j)
+            ious.append(float(iou[i, j]))
             assert abs(got.scores[j] - ref.scores[i]) < 0.02, (name, ref.scores[i], got.scores[j])
             assert np.abs(got.landmarks[j] - ref.landmarks[i]).max() < 0.02 * max(
                 ref.boxes[i, 2] - ref.boxes[i, 0], 4.0), name
@@ -87,20 +90,37 @@ def _assert_same_faces(ref, got, name: str, threshold: float, tolerant: bool) ->
         assert tolerant and got.scores[j] < threshold + BORDERLINE, (name, "extra", got.scores[j])
     if not tolerant:
         assert len(got) == len(ref), name
+    return ious
 
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("device,precision", MODES)
 def test_detector_matches_numpy_adapter_on_real_photos(retinaface_net, photos, reference, device, precision):
     detector = GpuRetinaFace(retinaface_net, device=device, precision=precision)
-    total = 0
+    ious = []
     for name, image in photos.items():
         got = detector.detect(image)
         ref = reference[name]
         # a face count that differs only by borderline faces is allowed in FP16; FP32 must agree exactly
-        _assert_same_faces(ref, got, name, detector.score_threshold, tolerant=precision == "fp16")
-        total += len(ref)
-    assert total >= 20  # the crowd and group photos carry most faces: the comparison is not vacuous
+        ious += _assert_same_faces(ref, got, name, detector.score_threshold, tolerant=precision == "fp16")
+    assert len(ious) >= 20  # the crowd and group photos carry most faces: the comparison is not vacuous
+    assert np.mean(np.asarray(ious) > 0.98) >= 0.95  # FP16 too: all but the odd anchor swap agree to IoU 0.98
+
+
+@pytest.mark.timeout(300)
+def test_detector_eager_fallback_gives_the_same_faces(retinaface_net, photos, reference, monkeypatch):
+    """Too few graph NMS steps, or fewer graph candidates than faces: the frame is redone eagerly, same result."""
+    import engines.gpu.detector as gd
+
+    image, ref = photos["crowd.jpg"], reference["crowd.jpg"]
+    for steps, topk in ((1, gd.GRAPH_TOPK), (gd.GRAPH_NMS_STEPS, 16)):
+        monkeypatch.setattr(gd, "GRAPH_NMS_STEPS", steps)
+        monkeypatch.setattr(gd, "GRAPH_TOPK", topk)
+        detector = GpuRetinaFace(retinaface_net, device="cpu", precision="fp32")
+        detector._plan(1, *image.shape[:2])
+        _, redo, *_ = detector._forward(torch.from_numpy(image)[None])
+        assert bool(redo[0])  # the graph part knows it could not finish this frame
+        _assert_same_faces(ref, detector.detect(image), "crowd.jpg", 0.5, tolerant=False)
 
 
 @pytest.mark.timeout(600)

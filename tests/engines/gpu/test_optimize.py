@@ -183,3 +183,27 @@ def test_graphs_of_different_shapes_replay_independently():
         fresh = torch.randn(2, 3, 8, 8, device="cuda")
         torch.testing.assert_close(g(fresh), conv(fresh))
     assert len(g) == 2
+
+
+def test_densified_grouped_conv_is_exact(mobilefacenet):
+    import copy
+
+    from engines.gpu.optimize import densify_grouped_convs
+
+    dense = copy.deepcopy(mobilefacenet)
+    grouped = [m for m in dense.modules() if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels]
+    depthwise = sum(isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1 for m in dense.modules())
+    assert densify_grouped_convs(dense, 4) == len(grouped) >= 1  # the 128-channel, 64-group conv
+    assert all(m.groups == 1 or m.groups == m.in_channels for m in dense.modules() if isinstance(m, nn.Conv2d))
+    assert sum(isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1 for m in dense.modules()) == depthwise
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    torch.testing.assert_close(_outputs(dense, x)[0], _outputs(mobilefacenet, x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_float32_island_keeps_a_layer_in_float32():
+    from engines.gpu.optimize import prepare_module
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    prepared = prepare_module(model, device="cpu", dtype=torch.bfloat16, channels_last=False, fp32_modules=["2"])
+    out = prepared(torch.rand(1, 3, 4, 4, dtype=torch.bfloat16))
+    assert out.dtype == torch.float32 and prepared[0].weight.dtype == torch.bfloat16
