@@ -22,11 +22,6 @@ EMBED_BYTES = 512 * 4
 RESTARTABLE = ("detect", "align", "embed+track", "identify")
 
 
-def stage_restarts(settings: Settings) -> int:
-    """Restarts allowed per stage per minute (STAGE_RESTARTS; 0: any stage failure ends the run)."""
-    return max(0, int(settings.stage_restarts))
-
-
 def preflight(settings: Settings) -> None:
     """Fail before any process starts: model files present and intact, the gallery openable."""
     from app.stages.identify import gallery_from_settings
@@ -84,7 +79,7 @@ def build_pipeline(settings: Settings, args):
         pipe.stage(f"capture{i}" if len(specs) > 1 else "capture",
                    CaptureStage(settings, spec.raw, i, args.max_frames, getattr(args, "realtime", False)),
                    outputs=["frames"], rings=[ring_name(i)])
-    r = dict.fromkeys(RESTARTABLE, stage_restarts(settings))
+    r = dict.fromkeys(RESTARTABLE, settings.stage_restarts)
     pipe.stage("detect", DetectStage(settings), ["frames"], ["detections"], rings, restarts=r["detect"])
     pipe.stage("align", AlignStage(settings), ["detections"], ["crops"], rings, restarts=r["align"])
     pipe.stage("embed+track", EmbedTrackStage(settings, {i: p[2] for i, p in enumerate(probes)}), ["crops"],
