@@ -42,6 +42,8 @@ EMBEDDING_BACKEND=onnxruntime DEVICE=cpu fs run --headless --max-frames 5 --sour
 step "compare FP16 CUDA vs FP32 CPU"
 fs compare --a pytorch:cuda:fp16 --b onnxruntime:cpu:fp32 "$MEDIA"/people/*/*
 fs compare --a pytorch:cuda:fp32 --b onnxruntime:cpu:fp32 "$MEDIA"/people/*/*
+step "GPU tests (CUDA paths against the CPU adapters, on the real photos)"
+FACESTREAM_SHARED=$PWD/.gpu_assets python3 -m pytest -q -p no:cacheprovider tests/engines/gpu 2>&1 | tail -3
 step "bench models"
 fs bench models --backends onnxruntime:cpu,pytorch:cuda:fp32,pytorch:cuda:fp16 --batches 1,32,128 --seconds 2 \
   --image "$MEDIA/scenes/obama-1080p.jpg" --json "$OUT/bench_models_gpu.json" --plot "$OUT/bench_models_gpu.png"

@@ -57,6 +57,31 @@ def get_info(name: str, task: str | None = None) -> ModelInfo:
     return info
 
 
+#: models with a whole-GPU adapter (preprocessing, network, decode and NMS in CUDA graphs): what the
+#: ``pytorch`` backend uses on a CUDA device unless backend_opts={"fast_path": False}
+GPU_FAST_PATH = {
+    "retinaface_mnet025": "engines.gpu.detector:GpuRetinaFace",
+    "w600k_mbf": "engines.gpu.embedder:GpuArcFace",
+}
+_FAST_DETECTOR_ARGS = ("input_size", "score_threshold", "nms_threshold", "max_faces")
+
+
+def _fast_adapter(info: ModelInfo, made, checkpoint_dir, adapter_kwargs: dict):
+    """The GPU fast-path adapter for ``info``, keeping ``made`` (the plain PyTorch backend, its module
+    released) as ``.backend`` so callers can still describe what runs."""
+    from engines.backends.pytorch_backend import load_module
+
+    module, cls = GPU_FAST_PATH[info.name].split(":")
+    fast_cls = getattr(importlib.import_module(module), cls)
+    kwargs = {k: v for k, v in adapter_kwargs.items() if k in _FAST_DETECTOR_ARGS} if info.task == "detector" else {}
+    fast = fast_cls(load_module(info, checkpoint_dir), device=made.device, precision=made.precision, **kwargs)
+    made.close()
+    made.module = None
+    made.name = "pytorch-fast"
+    fast.backend = made
+    return fast
+
+
 def _adapter(info: ModelInfo):
     module, cls = info.adapter.split(":")
     return getattr(importlib.import_module(module), cls)
@@ -75,8 +100,12 @@ def load_model(
     **adapter_kwargs,
 ):
     info = get_info(name, task)
+    opts = dict(backend_opts or {})
+    fast_path = opts.pop("fast_path", True)
     made = create_backend(info, backend, checkpoint_dir, device=device, precision=precision,
-                          strict_gpu=strict_gpu, warn=warn, **(backend_opts or {}))
+                          strict_gpu=strict_gpu, warn=warn, **opts)
+    if fast_path and made.name == "pytorch" and made.on_gpu and info.name in GPU_FAST_PATH:
+        return _fast_adapter(info, made, checkpoint_dir, adapter_kwargs)
     return _adapter(info)(made, **adapter_kwargs)
 
 

@@ -139,7 +139,7 @@ class DetectStage(_Wrapper):
         from app.stages.detect import Detect, stage_threads
 
         self.detect = Detect(self.settings, threads=stage_threads(self.settings))
-        self.detect.warmup(self.settings.det_size)
+        self.detect.warmup(ctx.ring.spec.height, ctx.ring.spec.width)
         log.info("detector: %s %s", self.settings.detector_model, self.detect.backend.describe())
 
     def process(self, rec: Record, ctx: StageContext) -> Record | None:
@@ -148,11 +148,11 @@ class DetectStage(_Wrapper):
         if view is None:
             ctx.metrics.drop()
             return None
-        batch, infos = self.detect.preprocess([view])
-        if not ring.still_valid(rec.seq):  # overwritten while we read it: drop, never use torn pixels
+        found = self.detect.detect_checked([view], lambda: ring.still_valid(rec.seq))
+        if found is None:  # overwritten while we read it: drop, never use torn pixels
             ctx.metrics.drop()
             return None
-        dets = self.detect.infer(batch, infos)[0]
+        dets = found[0]
         return faces_record(rec, Faces(dets.boxes, dets.scores, dets.landmarks))
 
 

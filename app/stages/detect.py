@@ -47,20 +47,27 @@ class Detect:
     def backend(self):
         return self.detector.backend
 
-    def warmup(self, size: int) -> None:
-        """Load kernels and capture CUDA graphs before the first frame (a no-op for CPU backends)."""
-        if hasattr(self.backend, "warmup"):
-            self.backend.warmup([(1, 3, size, size)])
+    def warmup(self, height: int, width: int) -> None:
+        """Load kernels and capture CUDA graphs before the first frame (GPU backends only)."""
+        if self.backend.on_gpu:
+            self([np.zeros((height, width, 3), np.uint8)])
+
+    def detect_checked(self, frames: list[np.ndarray], still_valid) -> list[Detections] | None:
+        """Detect in frames read from shared memory; None if ``still_valid()`` says they were overwritten
+        while being read (checked as soon as the pixels have been consumed: letterboxed or uploaded)."""
+        if hasattr(self.detector, "preprocess"):
+            batch, infos = self.detector.preprocess(frames)
+            return self.infer(batch, infos) if still_valid() else None
+        dets = self.detector.detect_batch(frames)  # GPU fast path: the upload is the first step
+        return self._filter(dets) if still_valid() else None
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        return self.infer(*self.preprocess(frames))
-
-    def preprocess(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list]:
-        """Letterbox + normalise into one batch; after this the frames themselves are no longer needed."""
-        return self.detector.preprocess(frames)
+        return self.detect_checked(frames, lambda: True)
 
     def infer(self, batch: np.ndarray, infos: list) -> list[Detections]:
-        out = self.detector.postprocess(self.detector.run_backend(batch), infos)
+        return self._filter(self.detector.postprocess(self.detector.run_backend(batch), infos))
+
+    def _filter(self, dets: list[Detections]) -> list[Detections]:
         if self.min_face:
-            out = [d[(d.boxes[:, 2] - d.boxes[:, 0]) >= self.min_face] if len(d) else d for d in out]
-        return out
+            dets = [d[(d.boxes[:, 2] - d.boxes[:, 0]) >= self.min_face] if len(d) else d for d in dets]
+        return dets

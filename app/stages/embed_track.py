@@ -39,13 +39,12 @@ class EmbedTrack:
         return self.embedder.backend
 
     def warmup(self) -> None:
-        """Capture the CUDA graph of every batch bucket up to EMBED_BATCH before the first frame."""
-        if hasattr(self.backend, "warmup"):
-            sizes, b = [], 1
+        """Capture the CUDA graphs of the batch sizes faces will come in, before the first frame (GPU only)."""
+        if self.backend.on_gpu:
+            b = 1
             while b <= self.settings.embed_batch:
-                sizes.append((b, 3, 112, 112))
+                self.embedder.embed(np.zeros((b, 112, 112, 3), np.uint8))
                 b *= 2
-            self.backend.warmup(sizes)
 
     def _for_stream(self, stream: int) -> tuple[ByteTracker, TrackIdentities]:
         if stream not in self.trackers:
