@@ -111,7 +111,9 @@ def compare_backends(settings, images: list, a: BackendSpec, b: BackendSpec) -> 
     from engines.align import align_faces
 
     settings = replace(settings, strict_gpu=False)  # both sides are named explicitly, the reference may be a CPU
-    detector = _analyzer(settings, BackendSpec("onnxruntime", "cpu"), det_backend="onnxruntime").detector
+    # faces are found once, by the reference detector on the CPU, so both sides embed the very same crops
+    detector = _analyzer(replace(settings, device="cpu"), BackendSpec("onnxruntime", "cpu"),
+                         det_backend="onnxruntime").detector
     crops, names = [], []
     for item in images:
         path, img = item if isinstance(item, tuple) else (item, read_image(item))

@@ -19,8 +19,8 @@ from app.runtime.shm import attach_segment, create_segment, release_segment, seg
 
 LATENCIES = 256  # recent capture→stage latencies kept per row, for p50/p99
 
-IDLE, RUNNING, FINISHED, STOPPED, FAILED = range(5)
-STATUS_NAMES = ("idle", "running", "finished", "stopped", "failed")
+IDLE, RUNNING, FINISHED, STOPPED, FAILED, STARTING = range(6)
+STATUS_NAMES = ("idle", "running", "finished", "stopped", "failed", "starting")  # starting: in setup()
 
 ROW = np.dtype([
     ("items", "<i8"), ("busy", "<f8"), ("drops", "<i8"), ("depth", "<i8"),
@@ -87,8 +87,10 @@ class StageMetrics:
 
     def status(self, status: int, error: str = "") -> None:
         row = self._row
-        if status == RUNNING:
-            row["pid"], row["started"] = os.getpid(), time.time()
+        if status in (STARTING, RUNNING):
+            row["pid"] = os.getpid()
+            if status == RUNNING and int(row["status"][0]) != RUNNING:
+                row["started"] = time.time()  # rates count from the end of setup, not from the spawn
         if error:
             row["error"] = error.replace("\n", " ").encode("utf-8", "replace")[:255]
         row["status"] = status
@@ -169,6 +171,11 @@ class Metrics:
                 error=r["error"].decode("utf-8", "replace"),
             ))
         return out
+
+    def all_running(self, except_: str = "") -> bool:
+        """Every stage (but ``except_``) has finished its setup: models loaded, CUDA graphs captured."""
+        names = self._rows["name"]
+        return all(int(st) == RUNNING for st, n in zip(self._rows["status"], names) if n.decode() != except_)
 
     def overlay_lines(self) -> list[str]:
         """One line per stage for the display's overlay."""

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_sentinels
 from typing import Any
 
-from app.runtime.metrics import FAILED, FINISHED, RUNNING, STOPPED, Metrics, MetricsSpec, StageMetrics
+from app.runtime.metrics import FAILED, FINISHED, RUNNING, STARTING, STOPPED, Metrics, MetricsSpec, StageMetrics
 from app.runtime.shm import POLICIES, FrameRing, QueueSpec, Record, RecordQueue, RingSpec
 
 log = logging.getLogger("facestream.runtime")
 
 _POLL = 0.05  # longest a blocked get/put waits before looking at the stop flag
+CONFIG_ERROR = 3  # exit code of a stage stopped by a user-facing error: a restart would fail the same way
 
 
 class StopStage(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -191,6 +192,7 @@ def run_target(target: Any, ctx: StageContext) -> None:
     teardown = getattr(target, "teardown", None)
     if callable(setup):
         setup(ctx)
+    ctx.metrics.status(RUNNING)
     try:
         if hasattr(target, "process"):
             while True:
@@ -225,7 +227,7 @@ def _child_main(args: _ChildArgs) -> None:
     spec = args.spec
     metrics = Metrics.attach(args.metrics)
     row = metrics.writer(spec.name)
-    row.status(RUNNING)
+    row.status(STARTING)
     ctx = None
     code = 0
     try:
@@ -244,7 +246,7 @@ def _child_main(args: _ChildArgs) -> None:
         row.status(FAILED, _one_line(e))
         if not getattr(e, "user_facing", False) or os.environ.get("FACESTREAM_DEBUG"):
             traceback.print_exc()  # a bug: the whole story; a user-facing error is reported as its one line
-        code = 1
+        code = CONFIG_ERROR if getattr(e, "user_facing", False) else 1
     finally:
         if ctx is not None:
             ctx.close()
@@ -399,7 +401,7 @@ class Pipeline:
                     continue
                 _, error = self.metrics.status(name)
                 failure = StageFailure(name, p.exitcode, error)
-                if self._may_restart(name):
+                if p.exitcode != CONFIG_ERROR and self._may_restart(name):
                     log.warning("%s; restarting it", failure)
                     p.close()
                     self.metrics.reset_row(name)

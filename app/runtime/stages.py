@@ -98,6 +98,11 @@ class CaptureStage:
         setup_logging(self.settings.log_level)
         name_process(ctx.name)
         src = VideoSource(parse_source(self.source), self.settings.reconnect_max_delay)
+        # wait for the other stages' setup (models, CUDA graphs): frames read before would only queue up
+        # (files) or be dropped (live), and a replayed file would be half over before the first detection
+        deadline = time.monotonic() + 300
+        while not ctx.stopping and not ctx.all_metrics.all_running(except_=ctx.name) and time.monotonic() < deadline:
+            time.sleep(0.02)
         src.open()
         ring = ctx.rings[ring_name(self.stream)]
         shape = ring.spec.height, ring.spec.width

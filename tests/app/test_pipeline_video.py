@@ -100,3 +100,16 @@ def test_bad_source_is_one_line_and_leaves_nothing(enrolled_env, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"facestream: error: VIDEO_SOURCE file not found: {tmp_path / 'missing.mp4'} — check the path in .env"]
     assert shm_segments() == before
+
+
+@pytest.mark.timeout(120)
+def test_strict_gpu_without_a_gpu_stops_at_start_with_one_line(enrolled_env, media_dir, tmp_path):
+    env = tmp_path / ".env"
+    env.write_text(enrolled_env.read_text() + "STRICT_GPU=true\nDETECTOR_BACKEND=pytorch\nEMBEDDING_BACKEND=pytorch\n")
+    before = shm_segments()
+    proc = run_cli(env, "run", "--headless", "--source", str(media_dir / "video/short_hamilton_clip.mp4"))
+    assert proc.returncode == 1
+    assert "restarting" not in proc.stderr  # a configuration error is not retried
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("facestream: error: stage ") and "STRICT_GPU=true" in last and "Traceback" not in proc.stderr
+    assert shm_segments() == before
