@@ -43,6 +43,8 @@ class Settings:
     embedding_backend: str = _key("EMBEDDING_BACKEND", "backend of the recogniser", BACKENDS, default="onnxruntime")
     device: str = _key("DEVICE", "auto, cpu or cuda[:N]", default="auto")
     gpu_precision: str = _key("GPU_PRECISION", "arithmetic on the GPU", ("fp16", "fp32"), default="fp16")
+    gpu_compile: bool = _key("GPU_COMPILE", "torch.compile the GPU fast path (about 2x the embedder's throughput, "
+                             "6-13 s more start-up per batch size)", default=False)
     strict_gpu: bool = _key("STRICT_GPU", "true: anything but the GPU path is an error at start-up", default=False)
     det_size: int = _key("DET_SIZE", "detector input side in pixels (frames are letterboxed to it)",
                          lo=64, hi=4096, default=640)

@@ -66,7 +66,7 @@ GPU_FAST_PATH = {
 _FAST_DETECTOR_ARGS = ("input_size", "score_threshold", "nms_threshold", "max_faces")
 
 
-def _fast_adapter(info: ModelInfo, made, checkpoint_dir, adapter_kwargs: dict):
+def _fast_adapter(info: ModelInfo, made, checkpoint_dir, adapter_kwargs: dict, compile_mode: str | None = None):
     """The GPU fast-path adapter for ``info``, keeping ``made`` (the plain PyTorch backend, its module
     released) as ``.backend`` so callers can still describe what runs."""
     from engines.backends.pytorch_backend import load_module
@@ -74,7 +74,8 @@ def _fast_adapter(info: ModelInfo, made, checkpoint_dir, adapter_kwargs: dict):
     module, cls = GPU_FAST_PATH[info.name].split(":")
     fast_cls = getattr(importlib.import_module(module), cls)
     kwargs = {k: v for k, v in adapter_kwargs.items() if k in _FAST_DETECTOR_ARGS} if info.task == "detector" else {}
-    fast = fast_cls(load_module(info, checkpoint_dir), device=made.device, precision=made.precision, **kwargs)
+    fast = fast_cls(load_module(info, checkpoint_dir), device=made.device, precision=made.precision,
+                    compile_mode=compile_mode, **kwargs)
     made.close()
     made.module = None
     made.name = "pytorch-fast"
@@ -102,10 +103,11 @@ def load_model(
     info = get_info(name, task)
     opts = dict(backend_opts or {})
     fast_path = opts.pop("fast_path", True)
+    compile_mode = opts.pop("compile_mode", None)
     made = create_backend(info, backend, checkpoint_dir, device=device, precision=precision,
                           strict_gpu=strict_gpu, warn=warn, **opts)
     if fast_path and made.name == "pytorch" and made.on_gpu and info.name in GPU_FAST_PATH:
-        return _fast_adapter(info, made, checkpoint_dir, adapter_kwargs)
+        return _fast_adapter(info, made, checkpoint_dir, adapter_kwargs, compile_mode)
     return _adapter(info)(made, **adapter_kwargs)
 
 

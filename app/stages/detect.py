@@ -24,7 +24,8 @@ def model_kwargs(settings: Settings, warn: Callable[[str], None] | None = None, 
         "precision": settings.gpu_precision,
         "strict_gpu": settings.strict_gpu,
         "warn": warn,
-        "backend_opts": {"threads": threads, "det_size": (settings.det_size, settings.det_size)},
+        "backend_opts": {"threads": threads, "det_size": (settings.det_size, settings.det_size),
+                         "compile_mode": "default" if settings.gpu_compile else None},
     }
 
 
