@@ -27,8 +27,7 @@ def _key(key: str, help: str, choices: tuple[str, ...] | None = None, secret: bo
 @dataclass(frozen=True)
 class Settings:
     # source
-    video_source: str = _key("VIDEO_SOURCE", "file path, webcam index (0), rtsp://… or http(s)://… MJPEG; "
-                             "several sources separated by commas", default="")
+    video_source: str = _key("VIDEO_SOURCE", "file path, webcam index (0), rtsp://… or http(s)://… MJPEG", default="")
     every_frame: str = _key("EVERY_FRAME", "auto (files: every frame, live: drop stale), true or false",
                             ("auto", "true", "false"), default="auto")
     reconnect_max_delay: float = _key("RECONNECT_MAX_DELAY", "longest wait in seconds between reconnects to a "

@@ -54,6 +54,9 @@ def build_pipeline(settings: Settings, args):
     )
 
     specs = [parse_source(s) for s in settings.sources]
+    if len(specs) > 1:  # capture, tracking and identities are per stream already; display tiles are not
+        raise FacestreamError(f"VIDEO_SOURCE lists {len(specs)} sources, but the display shows one stream for now: "
+                              "run one facestream per source")
     probes = []
     for spec in specs:
         src = VideoSource(spec, settings.reconnect_max_delay)
