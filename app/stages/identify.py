@@ -1,4 +1,8 @@
-"""Identify: ask the gallery about the tracks that are due, keep a vote per track, name every face."""
+"""Identify: ask the gallery about the tracks that are due, keep a vote per track, name every face.
+
+With STORE_UNKNOWN, a track that stays unknown over UNKNOWN_VOTES answers is enrolled under a generated
+name (``unknown-YYYYMMDD-HHMM-s<stream>t<track>``), so the same stranger is recognised later and can be
+named with ``facestream people rename``."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from app.tracking.identity import TrackIdentities
 from app.types import UNKNOWN, Faces
 
 log = logging.getLogger("facestream.identify")
+UNKNOWN_VOTES = 3  # unknown answers in a row before a stranger is stored (one blurry frame is not a person)
 
 
 def gallery_from_settings(settings: Settings):
@@ -28,6 +33,7 @@ class Identify:
         self.votes: dict[int, TrackIdentities] = {}
         self.queries = 0
         self.retry_at = 0.0
+        self.stored: set[tuple[int, int]] = set()  # (stream, track) already enrolled as unknown
 
     def __call__(self, faces: Faces, stream: int = 0, removed: list[int] | None = None) -> Faces:
         votes = self.votes.setdefault(stream, TrackIdentities(drift_threshold=self.settings.drift_threshold,
@@ -40,10 +46,12 @@ class Identify:
                 self.retry_at = time.monotonic() + 5.0
                 matches = []
             self.queries += len(matches)
-            for row, match in zip(faces.query, matches):
+            for k, (row, match) in enumerate(zip(faces.query, matches)):
                 tid = int(faces.track_ids[row])
                 if match is None:
                     votes.record(tid, None, None, 0.0)
+                    if self.settings.store_unknown:
+                        self._store_unknown(stream, tid, faces.embeddings[k], votes)
                 else:
                     votes.record(tid, match.person_id, match.name, match.score)
         if removed:
@@ -61,6 +69,19 @@ class Identify:
                 sims[i] = label.score
         faces.names, faces.person_ids, faces.similarities = names, pids, sims
         return faces
+
+    def _store_unknown(self, stream: int, tid: int, embedding: np.ndarray, votes: TrackIdentities) -> None:
+        label = votes.label(tid)
+        if (stream, tid) in self.stored or label.name is not None or label.votes < UNKNOWN_VOTES:
+            return
+        name = f"unknown-{time.strftime('%Y%m%d-%H%M')}-s{stream}t{tid}"
+        try:
+            result = self.gallery.add(name, embedding[None])
+        except GalleryUnavailable as exc:
+            log.warning("%s; %s not stored", exc, name)
+            return
+        self.stored.add((stream, tid))
+        log.info("stored %s (%d embedding written, %d spooled)", name, result.written, result.spooled)
 
     def close(self) -> None:
         self.gallery.close()
