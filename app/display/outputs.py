@@ -36,7 +36,13 @@ class Window:
             cv2.resizeWindow(self.title, frame.shape[1], frame.shape[0])
             self._shown = True
         cv2.imshow(self.title, frame)
+        return self.pump()
+
+    def pump(self) -> bool:
+        """Let the window handle its events (also while no frame arrives); False once the user closed it."""
         key = cv2.waitKey(1) & 0xFF
+        if not self._shown:
+            return True  # not mapped yet: "invisible" means "not shown yet", not "closed"
         if key in (ord("q"), 27):
             return False
         try:

@@ -292,7 +292,12 @@ class DisplayStage(_Wrapper):
         return None
 
     def idle(self, ctx: StageContext) -> None:
-        """Nothing arrived for a while: if a source is reconnecting, say so on the last frame."""
+        """Nothing arrived for a while: keep the window responsive; if a source is reconnecting, say so on
+        the last frame."""
+        if self.present.window and not self.present.window.pump():
+            log.info("window closed: stopping")
+            ctx.request_stop()
+            return
         if self.last is None:
             return
         overlay = self._overlay(ctx, force=True)
