@@ -49,3 +49,14 @@ def test_corrupt_video_is_one_clear_error(tmp_path, media_dir):
 def test_missing_webcam_is_one_clear_error():
     with pytest.raises(FacestreamError, match="webcam 57 cannot be opened"):
         VideoSource(parse_source("57")).probe()
+
+
+def test_truncated_video_is_one_clear_error(tmp_path, media_dir):
+    cut = tmp_path / "cut.mp4"
+    data = (media_dir / "video/short_hamilton_clip.mp4").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # a copy interrupted half-way
+    with pytest.raises(FacestreamError, match="cannot be decoded .corrupt, truncated or not a video"):
+        src = VideoSource(parse_source(str(cut)))
+        src.probe()
+        while src.read() is not None:
+            pass
