@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # Xvfb for the window test, ffmpeg for screenshots and streams, the libraries OpenCV's Qt window needs
   need=()
-  command -v Xvfb >/dev/null || need+=(xvfb xauth)
-  command -v ffmpeg >/dev/null || need+=(ffmpeg)
-  dpkg -s libgl1 >/dev/null 2>&1 || need+=(libgl1 libglib2.0-0 libxkbcommon-x11-0 libxcb-xinerama0 \
-    libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-randr0 libxcb-shape0 libfontconfig1)
+  for p in xvfb xauth ffmpeg libgl1 libglib2.0-0 libxkbcommon-x11-0 libxcb-xinerama0 libxcb-icccm4 libxcb-image0 \
+           libxcb-keysyms1 libxcb-render-util0 libxcb-randr0 libxcb-shape0 libfontconfig1; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+  done
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}" >&2
     apt-get update -qq >/dev/null
