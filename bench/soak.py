@@ -34,11 +34,11 @@ from tests.app.faults.servers import (  # noqa: E402 - the repo root must be imp
     fault_env,
     latencies_ms,
     lines,
+    live_run,
     open_fds,
     rss_kib,
     shm_segments,
     stage_pids,
-    start_run,
     stderr_of,
     wait_for,
 )
@@ -68,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     log = a.out / "tracks.jsonl"
     shm0 = len(shm_segments())
     src = MjpegSource(encode_video(a.video), fps=a.fps).start()
-    proc = start_run(env, "--headless", "--live", "--log-tracks", str(log), "--source", src.url)
     samples: list[dict] = []
-    try:
+    with live_run(env, src, "--headless", "--live", "--log-tracks", str(log)) as proc:
         wait_for(lambda: lines(log) >= 20, 120, "the first frames", proc)
         pids = stage_pids(proc.pid)
         t0, seen = time.monotonic(), lines(log)
@@ -93,11 +92,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        src.stop()
     t = [s["t"] for s in samples]
     verdict = {}
     for key in [k for k in samples[0] if k.startswith(("rss_mib:", "fds:")) or k == "shm_segments"]:

@@ -8,6 +8,7 @@ serving costs almost no CPU next to the pipeline under test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -168,6 +169,20 @@ def start_run(env: Path, *args: str) -> subprocess.Popen:
     err = open(env.parent / "stderr.txt", "w")  # noqa: SIM115 - handed to the child; closed with it
     return subprocess.Popen([sys.executable, "-m", "app", "--env", str(env), "run", *args], stdout=err, stderr=err,
                             cwd=env.parent, start_new_session=True)
+
+
+@contextlib.contextmanager
+def live_run(env: Path, src: MjpegSource, *args: str):
+    """`facestream run … --source <the test server>`; whatever happens inside, the run is killed if it is
+    still alive and the server stopped on the way out."""
+    proc = start_run(env, *args, "--source", src.url)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        src.stop()
 
 
 def stderr_of(env: Path) -> str:

@@ -25,10 +25,10 @@ from tests.app.faults.servers import (
     fault_env,
     latencies_ms,
     lines,
+    live_run,
     rss_kib,
     shm_segments,
     stage_pids,
-    start_run,
     stderr_of,
     wait_for,
 )
@@ -44,8 +44,7 @@ def test_overload_drops_stale_frames_with_bounded_latency_and_flat_memory(enroll
     env = fault_env(enrolled_env, tmp_path, RECONNECT_MAX_DELAY=1)
     log = tmp_path / "tracks.jsonl"
     src = MjpegSource(encode_video(media_dir / "video/short_hamilton_clip.mp4"), fps=60).start()
-    proc = start_run(env, "--headless", "--live", "--log-tracks", str(log), "--source", src.url)
-    try:
+    with live_run(env, src, "--headless", "--live", "--log-tracks", str(log)) as proc:
         wait_for(lambda: lines(log) >= 200, 90, "warm-up (200 frames)", proc)  # models loaded, allocators settled
         warm = lines(log)
         pids = stage_pids(proc.pid)
@@ -57,11 +56,6 @@ def test_overload_drops_stale_frames_with_bounded_latency_and_flat_memory(enroll
         assert stage_pids(proc.pid) == pids
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 130, stderr_of(env)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        src.stop()
     err = stderr_of(env)
     shown = lines(log) - warm
     lat = latencies_ms(log, skip=warm)

@@ -18,6 +18,7 @@ from tests.app.faults.servers import (
     free_port,
     grab_jpeg,
     lines,
+    live_run,
     red_pixels,
     shm_segments,
     stage_pids,
@@ -39,9 +40,7 @@ def survive_outages(enrolled_env, clip_jpegs, tmp_path, outages: int, down: floa
     env = fault_env(enrolled_env, tmp_path, RECONNECT_MAX_DELAY=1)
     log, serve = tmp_path / "tracks.jsonl", free_port()
     src = MjpegSource(clip_jpegs, fps=30).start()
-    proc = start_run(env, "--headless", "--live", "--log-tracks", str(log), "--serve", str(serve),
-                     "--source", src.url)
-    try:
+    with live_run(env, src, "--headless", "--live", "--log-tracks", str(log), "--serve", str(serve)) as proc:
         wait_for(lambda: lines(log) >= 20, 90, "the first 20 frames", proc)
         pids = stage_pids(proc.pid)
         assert set(pids) == STAGES, pids
@@ -67,11 +66,6 @@ def survive_outages(enrolled_env, clip_jpegs, tmp_path, outages: int, down: floa
         assert src.connections >= outages + 1  # capture really reconnected each time
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 130, stderr_of(env)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        src.stop()
     err = stderr_of(env)
     assert err.count("reconnecting with backoff") >= outages, err
     assert "interrupted:" in err

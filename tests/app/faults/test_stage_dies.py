@@ -17,9 +17,9 @@ from tests.app.faults.servers import (
     encode_video,
     fault_env,
     lines,
+    live_run,
     shm_segments,
     stage_pids,
-    start_run,
     stderr_of,
     wait_for,
 )
@@ -44,8 +44,7 @@ def test_killed_stages_restart_until_the_bound(enrolled_env, media_dir, tmp_path
     env = fault_env(enrolled_env, tmp_path, RECONNECT_MAX_DELAY=1, STAGE_RESTARTS=3)  # 3 is also the default
     log = tmp_path / "tracks.jsonl"
     src = MjpegSource(encode_video(media_dir / "video/short_hamilton_clip.mp4"), fps=30).start()
-    proc = start_run(env, "--headless", "--live", "--log-tracks", str(log), "--source", src.url)
-    try:
+    with live_run(env, src, "--headless", "--live", "--log-tracks", str(log)) as proc:
         wait_for(lambda: lines(log) >= 20, 90, "the first 20 frames", proc)
         first = stage_pids(proc.pid)
         # identify owns the embedded gallery: a restart must reopen it; and detect, the busiest stage
@@ -56,11 +55,6 @@ def test_killed_stages_restart_until_the_bound(enrolled_env, media_dir, tmp_path
         assert others == {k: v for k, v in first.items() if k not in ("detect", "identify")}  # untouched
         os.kill(stage_pids(proc.pid)["detect"], signal.SIGKILL)  # the 4th within a minute: over the bound
         code = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        src.stop()
     err = stderr_of(env)
     assert code == 1, err
     assert err.strip().splitlines()[-1] == "facestream: error: stage detect died (killed by SIGKILL)", err
