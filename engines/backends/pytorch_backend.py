@@ -99,12 +99,6 @@ class PyTorchBackend(Backend):
             out = self.module(self._prepare(x))
         return out if isinstance(out, (tuple, list)) else (out,)
 
-    def warmup(self, shapes: list[tuple[int, ...]]) -> None:
-        """Capture the graphs (and load the kernels) for these input shapes now, not on the first frames."""
-        if self.cuda_graphs:
-            for shape in shapes:
-                self._graph_for((self.bucket(shape[0]), *shape[1:]))
-
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         x = self.torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         outs = self.forward_tensor(x.to(self.device, non_blocking=True))
