@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
     return run_pipeline(settings, args)
 
 
-def _validate(settings: Settings, frames: list, max_drift: float) -> dict | None:
+def _validate(settings: Settings, frames: list) -> dict | None:
     from app.cli.common import BackendSpec
     from app.cli.tools import compare_backends
 
@@ -92,7 +92,7 @@ def validate_on_start(settings: Settings, max_drift: float, frames: int = 30) ->
     finally:
         source.close()
     with mp.get_context("spawn").Pool(1) as pool:
-        r = pool.apply(_validate, (settings, grabbed[::3], max_drift))
+        r = pool.apply(_validate, (settings, grabbed[::3]))
     if r is None:
         log.warning("validate-on-start: no face in the first %d frames; nothing to compare", frames)
         return
