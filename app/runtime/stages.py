@@ -22,6 +22,7 @@ from app.runtime.process import StageContext
 from app.runtime.shm import Record
 from app.settings import Settings
 from app.types import Faces, FrameRef
+from engines.types import Detections
 
 log = logging.getLogger("facestream.stage")
 
@@ -169,7 +170,6 @@ class AlignStage(_Wrapper):
         self.align = Align()
 
     def process(self, rec: Record, ctx: StageContext) -> Record | None:
-        from engines.types import Detections
 
         faces = _faces(rec)
         ring = ctx.rings[ring_name(rec.stream)]
