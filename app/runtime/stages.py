@@ -170,7 +170,6 @@ class AlignStage(_Wrapper):
         self.align = Align()
 
     def process(self, rec: Record, ctx: StageContext) -> Record | None:
-
         faces = _faces(rec)
         ring = ctx.rings[ring_name(rec.stream)]
         view = ring.view(rec.seq)
