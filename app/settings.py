@@ -55,6 +55,13 @@ class Settings:
                           default=64)
     embed_batch: int = _key("EMBED_BATCH", "largest batch of faces given to the recogniser", lo=1, hi=1024,
                             default=32)
+    detect_batch: int = _key("DETECT_BATCH", "most frames (of any streams) detected in one batch", lo=1, hi=64,
+                             default=8)
+    batch_wait_ms: float = _key("BATCH_WAIT_MS", "how long detection and embedding wait for more records to fill "
+                                "a batch (what is already queued is always taken)", lo=0.0, hi=1000.0, default=2.0)
+    embed_interval: int = _key("EMBED_INTERVAL", "embed a tracked face every this many frames (1: every frame; "
+                               "new tracks are embedded at once); the box and id are drawn on every frame",
+                               lo=1, hi=1000, default=1)
     infer_threads: int = _key("INFER_THREADS", "CPU threads per inference stage (0: auto, half the cores "
                               "each for detection and embedding, which run side by side)", lo=0, hi=256, default=0)
     # identity
@@ -88,8 +95,9 @@ class Settings:
     stage_restarts: int = _key("STAGE_RESTARTS", "restarts allowed per minute for each of detect, align, "
                                "embed+track and identify after a crash (0: any stage failure ends the run)",
                                lo=0, hi=100, default=3)
-    queue_size: int = _key("QUEUE_SIZE", "records each stage queue holds (the frame ring holds 5x that + 8)",
-                            lo=1, hi=11, default=8)
+    queue_size: int = _key("QUEUE_SIZE",
+                           "records each stage queue holds in every-frame mode (live mode: two per stream)",
+                           lo=1, hi=11, default=8)
     log_level: str = _key("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", ("DEBUG", "INFO", "WARNING", "ERROR"),
                           default="INFO")
 

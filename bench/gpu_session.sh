@@ -4,36 +4,14 @@
 # Needs, in the working tree: .whl/ (qdrant-edge-py, lap, python-dotenv wheels for cp312) and .gpu_assets/
 # (copies of ../shared/models and ../shared/media, which do not travel). Results go to $OUT.
 set -uo pipefail
-OUT=${OUT:-out/gpu}
-mkdir -p "$OUT"
+. bench/gpu_common.sh
 exec > >(tee "$OUT/log.txt") 2>&1
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 FACESTREAM_MODEL_MIRROR=$PWD/.gpu_assets/models
-W=/tmp/fsgpu
-rm -rf "$W" && mkdir -p "$W"
-cat > "$W/.env" <<ENV
-CHECKPOINT_DIR=$W/checkpoints
-QDRANT_PATH=$W/gallery
-DETECTOR_BACKEND=pytorch
-EMBEDDING_BACKEND=pytorch
-DEVICE=cuda
-GPU_PRECISION=fp16
-STRICT_GPU=true
-ENV
-fs() { python3 -m app --env "$W/.env" "$@"; }
-MEDIA=.gpu_assets/media
-VIDEO=$MEDIA/video/short_hamilton_clip.mp4
-step() { echo; echo "=== $* ($(date +%T))"; }
 
 step machine
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c "import torch, onnxruntime, cv2, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'onnxruntime', onnxruntime.__version__, 'opencv', cv2.__version__, 'numpy', numpy.__version__)"
 nproc
-step models
-fs models fetch && fs models export
-step enrol on the GPU
-fs enrol --folder "$MEDIA/people"
 step "run: full pipeline, PyTorch CUDA FP16, STRICT_GPU=true, every frame"
 fs run --headless --out "$OUT/gpu_annotated.mp4" --log-tracks "$OUT/gpu_tracks.jsonl" --source "$VIDEO"
 echo "run exit code: $?"

@@ -44,6 +44,11 @@ from tests.app.faults.servers import (  # noqa: E402 - the repo root must be imp
 )
 
 
+def run_segments(pid: int) -> set[str]:
+    """This run's /dev/shm segments (named after the supervisor's pid): other runs on the machine don't count."""
+    return {n for n in shm_segments() if n.startswith(f"fs_{pid}_")}
+
+
 def slope_per_hour(t: list[float], y: list[float]) -> float:
     """Least-squares slope of the second half of the series, per hour."""
     half = len(t) // 2
@@ -66,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     env = fault_env(a.env.resolve(), a.out, RECONNECT_MAX_DELAY=1)
     log = a.out / "tracks.jsonl"
-    shm0 = len(shm_segments())
     src = MjpegSource(encode_video(a.video), fps=a.fps).start()
     samples: list[dict] = []
     with live_run(env, src, "--headless", "--live", "--log-tracks", str(log)) as proc:
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             now = lines(log)
             lat = latencies_ms(log, skip=seen)[: now - seen]
             row = {"t": round(time.monotonic() - t0, 1), "frames": now - seen,
-                   "shm_segments": len(shm_segments()) - shm0,
+                   "shm_segments": len(run_segments(proc.pid)),
                    "lat_p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
                    "lat_p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None}
             for name, pid in stage_pids(proc.pid).items():
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict[key] = {"slope_per_hour": round(slope, 2), "flat": bool(slope <= limit)}
     summary = {
         "minutes": a.minutes, "source_fps": a.fps, "exit_code": code,
-        "shm_left_after_exit": len(shm_segments()) - shm0,
+        "shm_left_after_exit": len(run_segments(proc.pid)),
         "summary_line": [s for s in stderr_of(env).splitlines() if s.startswith("facestream:")],
         "verdict": "flat" if all(v["flat"] for v in verdict.values()) else "growing",
         "series": verdict, "samples": samples,

@@ -38,6 +38,14 @@ def add_parsers(sub) -> None:
     pl.add_argument("--max-frames", type=int, default=0)
     pl.add_argument("--skip-baseline", action="store_true")
     pl.add_argument("--skip-live", action="store_true", help="skip the simulated live (real-time replay) run")
+    pl.add_argument("--skip-every-frame", action="store_true", help="skip the every-frame file run (with --streams)")
+    pl.add_argument("--out", help="also write the every-frame run's annotated video here (costs the encoding)")
+    pl.add_argument("--streams", default="",
+                    help="comma-separated stream counts (e.g. 1,4,8,16): run that many live copies of the source "
+                         "at its frame rate and find the most that keep up")
+    pl.add_argument("--stream-frames", type=int, default=300, help="frames per stream in each --streams run")
+    pl.add_argument("--max-p99-ms", type=float, default=250.0,
+                    help="a --streams run keeps up while every stream's p99 latency stays under this")
     pl.set_defaults(func=cmd_bench_pipeline)
 
 
@@ -229,7 +237,9 @@ def cmd_bench_pipeline(args) -> int:
 
     settings = load_settings(args, VIDEO_SOURCE=args.source)
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-"))
-    base = dict(headless=True, out=None, serve=None, every_frame=False, live=False, realtime=False,
+    # every frame is annotated (boxes, names, overlay drawn on a copy of it) and then dropped: the display's
+    # real work without a video encoder's, which --out adds back
+    base = dict(headless=True, out=None, serve=None, every_frame=False, live=False, realtime=False, sink=True,
                 max_frames=args.max_frames, single_process=False, validate_on_start=False)
     result: dict = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
                                f"Python {platform.python_version()}",
@@ -249,12 +259,14 @@ def cmd_bench_pipeline(args) -> int:
             "wall_fps": round(frames / seconds, 2), "startup_s": round(shown[0] - started, 2) if frames else None,
             "latency": _pct(lat), "every_frame": report["every_frame"],
             "stages": {s.name: {"items": s.items, "fps": round(s.items / seconds, 2), "busy": round(s.busy, 3),
-                                "drops": s.drops} for s in report["stats"]},
+                                "ms_per_item": round(1000 * s.busy_s / max(1, s.items), 3), "drops": s.drops}
+                       for s in report["stats"]},
         }
         result[name]["timeline"] = {"t": t.round(3).tolist(), "latency_ms": lat.round(1).tolist()}
 
-    pipeline("every_frame", every_frame=True)
-    result["processed_fps"] = result["every_frame"]["processed_fps"]
+    if not args.skip_every_frame:
+        pipeline("every_frame", every_frame=True, out=args.out)
+        result["processed_fps"] = result["every_frame"]["processed_fps"]
     if not args.skip_live:
         pipeline("live", realtime=True, live=True)
     if not args.skip_baseline:
@@ -268,7 +280,13 @@ def cmd_bench_pipeline(args) -> int:
         result["baseline"] = {"frames": frames, "seconds": round(seconds, 2), "processed_fps": _steady_fps(shown),
                               "wall_fps": round(frames / seconds, 2),
                               "what": "naive loop: one process, one frame at a time, same models and gallery"}
-        result["speedup_vs_baseline"] = round(result["processed_fps"] / result["baseline"]["processed_fps"], 2)
+        if "processed_fps" in result:
+            result["speedup_vs_baseline"] = round(result["processed_fps"] / result["baseline"]["processed_fps"], 2)
+    if args.streams:
+        result["streams"] = bench_streams(settings, base, tmp, [int(n) for n in args.streams.split(",")],
+                                          args.stream_frames, args.max_p99_ms)
+        keeping = [r["streams"] for r in result["streams"] if r["keeps_up"]]
+        result["max_streams"] = max(keeping) if keeping else 0
     print(f"# {result['machine']}; {result['detector']}, {result['embedder']}")
     for name in ("every_frame", "live", "baseline"):
         if name in result:
@@ -277,13 +295,80 @@ def cmd_bench_pipeline(args) -> int:
             lat_s = f"  latency p50/p95/p99 {lat['p50_ms']}/{lat['p95_ms']}/{lat['p99_ms']} ms" if lat else ""
             print(f"{name:12s} {r['frames']:5d} frames {r['seconds']:7.2f} s {r['processed_fps']:8.2f} fps "
                   f"(wall {r['wall_fps']:.2f}){lat_s}")
+            if "stages" in r:
+                print("             busy ms per frame: " + ", ".join(
+                    f"{k} {v['ms_per_item']:.2f}" for k, v in r["stages"].items()))
     if "speedup_vs_baseline" in result:
         print(f"pipeline vs naive loop: {result['speedup_vs_baseline']}x")
+    for r in result.get("streams", []):
+        print(f"{r['streams']:3d} live streams: slowest {r['min_fps']:.1f} fps (source {r['source_fps']:.0f}), "
+              f"shown {r['shown_pct']:.1f} %, worst p99 {r['worst_p99_ms']:.0f} ms, busiest {r['busiest']} "
+              f"{r['busy'][r['busiest']] * 100:.0f} % -> {'keeps up' if r['keeps_up'] else 'falls behind'}")
+        print("     busy ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ms_per_frame"].items()))
+    if "max_streams" in result:
+        print(f"most live streams that keep up: {result['max_streams']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.plot:
         _plot_timeline(result, args.plot)
     return 0
+
+
+#: a live stream keeps up when it shows this share of the frames its source delivered and its p99
+#: capture→display latency stays under --max-p99-ms (default: bounded, a quarter of a second)
+KEEP_UP_SHOWN = 0.98
+KEEP_UP_P99_MS = 250.0
+
+
+def bench_streams(settings, base: dict, tmp: Path, counts: list[int], frames: int,
+                  max_p99_ms: float = KEEP_UP_P99_MS) -> list[dict]:
+    """For each count (ascending): that many copies of the source replayed live at their frame rate in one
+    pipeline; per stream, the frames shown vs delivered and the capture→display latency. Stops at the first
+    count that falls behind."""
+    import argparse
+    from dataclasses import replace
+
+    from app.cli.pipeline import run_pipeline
+    from app.stages.capture import VideoSource, parse_source
+
+    source = settings.sources[0]
+    probe = VideoSource(parse_source(source))
+    try:
+        source_fps = probe.probe()[2]
+    finally:
+        probe.close()
+    rows = []
+    for n in counts:
+        log = tmp / f"streams{n}.jsonl"
+        report: dict = {}
+        multi = replace(settings, video_source=",".join([source] * n))
+        run_pipeline(multi, argparse.Namespace(**{**base, "realtime": True, "live": True, "max_frames": frames,
+                                                  "log_tracks": str(log)}), report)
+        stats = {s.name: s for s in report["stats"]}
+        seconds = report["result"].seconds
+        per = []
+        logged = [json.loads(line) for line in log.read_text().splitlines()]
+        for k in range(n):
+            mine = [r for r in logged if r["stream"] == k]
+            shown = np.array([r["display_ts"] for r in mine])
+            lat = (shown - np.array([r["capture_ts"] for r in mine])) * 1000
+            captured = stats[f"capture{k}" if n > 1 else "capture"].items
+            per.append({"captured": captured, "shown": len(mine), "fps": _steady_fps(shown), **_pct(lat)})
+        busy = {name: round(st.busy, 3) for name, st in stats.items() if not name.startswith("capture")}
+        ms_per_frame = {name: round(1000 * st.busy_s / max(1, st.items), 3) for name, st in stats.items()}
+        busy["capture (mean)"] = round(float(np.mean([st.busy for name, st in stats.items()
+                                                      if name.startswith("capture")])), 3)
+        shown_pct = 100.0 * sum(p["shown"] for p in per) / max(1, sum(p["captured"] for p in per))
+        worst = max((p.get("p99_ms", float("inf")) for p in per), default=float("inf"))
+        row = {"streams": n, "seconds": round(seconds, 2), "source_fps": round(source_fps, 2),
+               "min_fps": min(p["fps"] for p in per), "shown_pct": round(shown_pct, 2), "worst_p99_ms": worst,
+               "per_stream": per, "busy": busy, "ms_per_frame": ms_per_frame, "busiest": max(busy, key=busy.get)}
+        row["keeps_up"] = bool(shown_pct >= KEEP_UP_SHOWN * 100 and worst <= max_p99_ms)
+        row["keep_up_rule"] = f"shown >= {KEEP_UP_SHOWN:.0%} of captured and worst p99 <= {max_p99_ms:.0f} ms"
+        rows.append(row)
+        if not row["keeps_up"]:
+            break  # more streams will not do better: the last row names the bottleneck
+    return rows
 
 
 def _plot_timeline(result: dict, path: str) -> None:

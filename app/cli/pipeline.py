@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
 
 from app.cli.run import output_options
@@ -33,6 +35,21 @@ def preflight(settings: Settings) -> None:
     gallery_from_settings(settings).close()
 
 
+def check_shared_memory(needed: int, streams: int, every: bool, folder: str = "/dev/shm") -> None:
+    """Frames live in /dev/shm: a ring bigger than its free space would crash a stage with SIGBUS mid-run
+    (a container's default /dev/shm is 64 MB), so say so before anything starts."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return  # not Linux: the platform decides where shared memory lives
+    free = st.f_bavail * st.f_frsize
+    if needed > free * 0.9:
+        hint = "lower QUEUE_SIZE" if every else "use fewer streams"
+        raise FacestreamError(f"the frame rings of {streams} stream(s) need {needed / 2**20:.0f} MiB of {folder} but "
+                              f"only {free / 2**20:.0f} MiB is free: give the container more (docker: shm_size) or "
+                              f"{hint}")
+
+
 def every_frame_mode(settings: Settings, args, live: bool) -> bool:
     if args.every_frame:
         return True
@@ -54,9 +71,6 @@ def build_pipeline(settings: Settings, args):
     )
 
     specs = [parse_source(s) for s in settings.sources]
-    if len(specs) > 1:  # capture, tracking and identities are per stream already; display tiles are not
-        raise FacestreamError(f"VIDEO_SOURCE lists {len(specs)} sources, but the display shows one stream for now: "
-                              "run one facestream per source")
     probes = []
     for spec in specs:
         src = VideoSource(spec, settings.reconnect_max_delay)
@@ -66,12 +80,21 @@ def build_pipeline(settings: Settings, args):
             src.close()
     live = any(s.live for s in specs) or getattr(args, "realtime", False)
     every = every_frame_mode(settings, args, live)
-    q = settings.queue_size if every else min(settings.queue_size, 2)  # live: short queues, bounded latency
+    streams = len(specs)
+    # live: short queues, two frames per stream, bound the latency (streams started together deliver bursts of
+    # one frame each: a queue shorter than two bursts drops frames the next stage had time for). Every-frame:
+    # the ring holds every frame that can be in flight (all 5 queues full, a batch in hand in detect and in
+    # embed+track, one in each other stage), so none is ever overwritten. Live: a stream's ring holds about
+    # twice its share, and a frame older than that is dropped as stale (not worth 6 MB per 1080p slot).
+    q = settings.queue_size if every else min(2 * streams, 64)
+    in_hand = 2 * settings.detect_batch + 4
+    slots = 5 * q + in_hand + 4 if every else min(5 * q + 8, max(16, 2 * math.ceil(5 * q / streams) + 8))
     n = settings.max_faces
+    check_shared_memory(sum(slots * w * h * 3 for w, h, _ in probes), streams, every)
     pipe = Pipeline()
     rings = []
     for i, (w, h, _fps) in enumerate(probes):
-        pipe.ring(ring_name(i), slots=5 * q + 8, height=h, width=w)
+        pipe.ring(ring_name(i), slots=slots, height=h, width=w)
         rings.append(ring_name(i))
     pipe.queue("frames", capacity=q, slot_bytes=4096, policy="block" if every else "drop_oldest")
     pipe.queue("detections", q, slot_bytes=65536 + n * 64)
@@ -79,19 +102,28 @@ def build_pipeline(settings: Settings, args):
     pipe.queue("tracks", q, slot_bytes=65536 + n * (EMBED_BYTES + 96))
     pipe.queue("named", q, slot_bytes=65536 + n * 160)
     for i, spec in enumerate(specs):
-        pipe.stage(f"capture{i}" if len(specs) > 1 else "capture",
+        pipe.stage(f"capture{i}" if streams > 1 else "capture",
                    CaptureStage(settings, spec.raw, i, args.max_frames, getattr(args, "realtime", False)),
                    outputs=["frames"], rings=[ring_name(i)])
     r = dict.fromkeys(RESTARTABLE, settings.stage_restarts)
-    pipe.stage("detect", DetectStage(settings), ["frames"], ["detections"], rings, restarts=r["detect"])
+    sizes = [(h, w) for w, h, _ in probes]
+    pipe.stage("detect", DetectStage(settings, sizes), ["frames"], ["detections"], rings, restarts=r["detect"])
     pipe.stage("align", AlignStage(settings), ["detections"], ["crops"], rings, restarts=r["align"])
-    pipe.stage("embed+track", EmbedTrackStage(settings, {i: p[2] for i, p in enumerate(probes)}), ["crops"],
-               ["tracks"], restarts=r["embed+track"])
+    fps = {i: p[2] for i, p in enumerate(probes)}
+    pipe.stage("embed+track", EmbedTrackStage(settings, fps), ["crops"], ["tracks"], restarts=r["embed+track"])
     pipe.stage("identify", IdentifyStage(settings), ["tracks"], ["named"], restarts=r["identify"])
     names = {i: spec.display_name for i, spec in enumerate(specs)}
-    pipe.stage("display", DisplayStage(settings, output_options(settings, args, probes[0][2]), names), ["named"],
-               rings=rings)
+    options = output_options(settings, args, fps, names)
+    pipe.stage("display", DisplayStage(settings, options, names), ["named"], rings=rings)
     return pipe, every
+
+
+def total_drops(stats) -> int:
+    """Drops over all stages. Several captures share one frames queue and each reports its drop count, so
+    those are counted once (the largest)."""
+    stats = list(stats)
+    captures = [s.drops for s in stats if s.name.startswith("capture")]
+    return sum(s.drops for s in stats if not s.name.startswith("capture")) + max(captures, default=0)
 
 
 def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
@@ -106,7 +138,7 @@ def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
     shown = stats.get("display")
     frames = shown.items if shown else 0
     fps = frames / result.seconds if result.seconds else 0.0
-    drops = sum(s.drops for s in stats.values())
+    drops = total_drops(stats.values())
     print(f"facestream: {result.reason}: {frames} frames in {result.seconds:.1f} s ({fps:.1f} fps), "
           f"{drops} dropped", file=sys.stderr)
     for s in stats.values():

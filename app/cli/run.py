@@ -40,7 +40,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def output_options(settings: Settings, args, fps: float) -> OutputOptions:
+def output_options(settings: Settings, args, fps: float | dict[int, float],
+                   streams: dict[int, str] | None = None) -> OutputOptions:
     headless = args.headless or settings.display != "window"
     return OutputOptions(
         window=not headless,
@@ -49,6 +50,8 @@ def output_options(settings: Settings, args, fps: float) -> OutputOptions:
         serve_host=settings.serve_host,
         log_tracks=args.log_tracks or "",
         fps=fps,
+        streams=streams or {0: ""},
+        sink=getattr(args, "sink", False),
     )
 
 

@@ -53,6 +53,7 @@ class StageStats:
     latency_p99: float
     restarts: int
     error: str
+    busy_s: float = 0.0  # seconds spent working since the stage started (not the setup): per-item cost = busy_s / items
 
 
 class StageMetrics:
@@ -61,6 +62,7 @@ class StageMetrics:
     def __init__(self, rows: np.ndarray, index: int) -> None:
         self._row = rows[index : index + 1]  # 1-element structured view: field writes go straight to shm
         self._lat = self._row["latencies"][0]
+        self._own_drops = 0
 
     def tick(self, n: int = 1, busy: float = 0.0, ts: float | None = None) -> None:
         """Count ``n`` items done in ``busy`` seconds; ``ts`` (capture time.time()) records a latency."""
@@ -77,10 +79,13 @@ class StageMetrics:
             row["lat_count"] = k + 1
 
     def drop(self, n: int = 1) -> None:
+        """Count records this stage threw away itself (e.g. a frame overwritten while it was read)."""
+        self._own_drops += n
         self._row["drops"] += n
 
     def set_drops(self, n: int) -> None:
-        self._row["drops"] = n
+        """Report ``n`` records dropped by this stage's live output queues, plus its own."""
+        self._row["drops"] = n + self._own_drops
 
     def depth(self, n: int) -> None:
         self._row["depth"] = n
@@ -168,7 +173,7 @@ class Metrics:
                 name=r["name"].decode(), status=STATUS_NAMES[int(r["status"])], pid=int(r["pid"]), items=items,
                 fps=fps, busy=frac, drops=int(r["drops"]), depth=int(r["depth"]), latency=float(r["last_latency"]),
                 latency_p50=p50, latency_p99=p99, restarts=int(r["restarts"]),
-                error=r["error"].decode("utf-8", "replace"),
+                error=r["error"].decode("utf-8", "replace"), busy_s=busy,
             ))
         return out
 

@@ -6,6 +6,8 @@ loops. Nothing heavy (CUDA, models) is ever created in the parent. Three target 
 
 * an object with ``process(record, ctx)`` (and optional ``setup(ctx)``, ``finish(ctx)``, ``teardown()``):
   the runtime loops ``get → process → put`` and forwards end-of-stream;
+* the same with ``process_batch(records, ctx)`` instead: the runtime hands it up to ``batch_size`` records at
+  once, as many as arrive within ``batch_wait`` seconds of the first (what is already queued is taken at once);
 * an object with ``run(ctx)`` (and optional ``setup``/``teardown``): it owns its loop (sources, sinks);
 * a plain callable ``target(ctx)``: same as ``run``.
 
@@ -124,6 +126,8 @@ class StageContext:
                 raise StopStage
             n = len(self._open)
             slice_ = _POLL if n == 1 else 0.005
+            if deadline is not None:  # never wait past the caller's deadline (0: only what is queued now)
+                slice_ = min(slice_, max(0.0, deadline - time.monotonic()))
             for k in range(n):
                 qname = self._open[(self._rr + k) % n]
                 q = self.inputs[qname]
@@ -186,6 +190,42 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def next_batch(ctx: StageContext, size: int, wait: float) -> tuple[list[Record], bool]:
+    """Up to ``size`` records: block for the first, then take what arrives within ``wait`` seconds of it.
+    Returns (records, ended): ``ended`` once end-of-stream came (the records before it are still returned)."""
+    first = ctx.get()
+    while first is None:
+        first = ctx.get()
+    if first.is_end:
+        return [], True
+    batch = [first]
+    deadline = time.monotonic() + wait
+    while len(batch) < size:
+        rec = ctx.get(timeout=max(0.0, deadline - time.monotonic()))
+        if rec is None:
+            break
+        if rec.is_end:
+            return batch, True
+        batch.append(rec)
+    return batch, False
+
+
+def _batch_loop(target: Any, ctx: StageContext) -> None:
+    size = max(1, int(getattr(target, "batch_size", 1)))
+    wait = float(getattr(target, "batch_wait", 0.0))
+    ended = False
+    while not ended:
+        batch, ended = next_batch(ctx, size, wait)
+        if not batch:
+            continue
+        t0 = time.perf_counter()
+        out = target.process_batch(batch, ctx)
+        busy = (time.perf_counter() - t0) / len(batch)
+        for rec in batch:
+            ctx.metrics.tick(busy=busy, ts=rec.ts)
+        ctx.emit(out)
+
+
 def run_target(target: Any, ctx: StageContext) -> None:
     """Run one stage's target to completion inside ``ctx`` (also usable in-process, e.g. in tests)."""
     setup = getattr(target, "setup", None)
@@ -194,7 +234,9 @@ def run_target(target: Any, ctx: StageContext) -> None:
         setup(ctx)
     ctx.metrics.status(RUNNING)
     try:
-        if hasattr(target, "process"):
+        if hasattr(target, "process_batch"):
+            _batch_loop(target, ctx)
+        elif hasattr(target, "process"):
             while True:
                 rec = ctx.get()
                 if rec is None:

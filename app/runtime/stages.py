@@ -107,6 +107,7 @@ class CaptureStage:
         src.open()
         ring = ctx.rings[ring_name(self.stream)]
         shape = ring.spec.height, ring.spec.width
+        shape3 = (*shape, ring.spec.channels)
         index = 0
         start = time.monotonic()
         shown, next_status = "live", 0.0  # written only from the first outage on: a row error stays empty until then
@@ -114,7 +115,8 @@ class CaptureStage:
             while not ctx.stopping and (not self.max_frames or index < self.max_frames):
                 if self.realtime:
                     time.sleep(max(0.0, start + index / (src.fps or 30.0) - time.monotonic()))
-                frame = src.read()
+                slot = ring.begin(index, shape3)  # decode straight into shared memory: no copy of the frame
+                frame = src.read(into=slot)
                 now = time.monotonic()
                 if src.spec.live and (now >= next_status or (src.status != "reconnecting") != (shown == "live")):
                     text = src.describe()  # the display cannot see a silent source through records: tell it here
@@ -123,15 +125,20 @@ class CaptureStage:
                         shown = text
                     next_status = now + 0.25
                 if frame is None:
+                    ring.abort(index)
                     if src.ended:
                         break
                     continue
                 ts = time.time()
-                if frame.shape[:2] != shape:  # a live stream changed resolution: keep the ring's
+                if frame is slot:
+                    ring.commit(index, ts, shape3, stream=self.stream, index=index)  # one ring per stream: seq = index
+                else:  # the decoder made its own array: a live stream changed resolution; keep the ring's
                     import cv2
 
-                    frame = cv2.resize(frame, (shape[1], shape[0]))
-                ring.write(frame, index, ts, stream=self.stream, index=index)  # one ring per stream: seq = index
+                    ring.abort(index)
+                    if frame.shape[:2] != shape:
+                        frame = cv2.resize(frame, (shape[1], shape[0]))
+                    ring.write(frame, index, ts, stream=self.stream, index=index)
                 ctx.put(Record(seq=index, ts=ts, stream=self.stream, index=index))
                 ctx.metrics.tick(ts=ts)
                 index += 1
@@ -139,27 +146,56 @@ class CaptureStage:
             src.close()
 
 
-class DetectStage(_Wrapper):
+class _Batched(_Wrapper):
+    """A stage fed up to ``batch_size`` records at once (any streams), waiting at most BATCH_WAIT_MS for them."""
+
+    def __init__(self, settings: Settings, batch_size: int) -> None:
+        super().__init__(settings)
+        self.batch_size = batch_size
+        self.batch_wait = settings.batch_wait_ms / 1000.0
+
+
+class DetectStage(_Batched):
+    def __init__(self, settings: Settings, ring_sizes: list[tuple[int, int]] | None = None) -> None:
+        super().__init__(settings, settings.detect_batch)
+        self.ring_sizes = ring_sizes or []
+
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
         from app.stages.detect import Detect, stage_threads
 
         self.detect = Detect(self.settings, threads=stage_threads(self.settings))
-        self.detect.warmup(ctx.ring.spec.height, ctx.ring.spec.width)
-        log.info("detector: %s %s", self.settings.detector_model, self.detect.backend.describe())
+        pinned = sum(self.detect.register_frames(ring.memory()) for ring in ctx.rings.values())
+        for h, w in dict.fromkeys(self.ring_sizes or [(ctx.ring.spec.height, ctx.ring.spec.width)]):
+            self.detect.warmup(h, w, self.batch_size)
+        log.info("detector: %s %s%s", self.settings.detector_model, self.detect.backend.describe(),
+                 f"; {pinned} frame ring(s) page-locked for direct uploads" if pinned else "")
 
-    def process(self, rec: Record, ctx: StageContext) -> Record | None:
-        ring = ctx.rings[ring_name(rec.stream)]
-        view = ring.view(rec.seq)
-        if view is None:
-            ctx.metrics.drop()
-            return None
-        found = self.detect.detect_checked([view], lambda: ring.still_valid(rec.seq))
-        if found is None:  # overwritten while we read it: drop, never use torn pixels
-            ctx.metrics.drop()
-            return None
-        dets = found[0]
-        return faces_record(rec, Faces(dets.boxes, dets.scores, dets.landmarks))
+    def teardown(self) -> None:
+        detect = getattr(self, "detect", None)
+        if detect is not None:
+            detect.close()  # unlock the rings' pages before the runtime unmaps them
+
+    def process_batch(self, recs: list[Record], ctx: StageContext) -> list[Record]:
+        views, kept = [], []
+        for rec in recs:
+            view = ctx.rings[ring_name(rec.stream)].view(rec.seq)
+            if view is None:
+                ctx.metrics.drop()
+                continue
+            views.append(view)
+            kept.append(rec)
+        if not kept:
+            return []
+        found = self.detect.detect_checked(
+            views, lambda: [ctx.rings[ring_name(r.stream)].still_valid(r.seq) for r in kept])
+        out = []
+        for rec, dets in zip(kept, found):
+            if dets is None:  # overwritten while we read it: drop, never use torn pixels
+                ctx.metrics.drop()
+                continue
+            out.append(faces_record(rec, Faces(dets.boxes, dets.scores, dets.landmarks)))
+        return out
 
 
 class AlignStage(_Wrapper):
@@ -183,9 +219,9 @@ class AlignStage(_Wrapper):
         return faces_record(rec, faces, crops=crops)
 
 
-class EmbedTrackStage(_Wrapper):
+class EmbedTrackStage(_Batched):
     def __init__(self, settings: Settings, fps: dict[int, float]) -> None:
-        super().__init__(settings)
+        super().__init__(settings, settings.detect_batch)  # frames per batch; their faces go in EMBED_BATCH chunks
         self.fps = fps
 
     def setup(self, ctx: StageContext) -> None:
@@ -197,10 +233,13 @@ class EmbedTrackStage(_Wrapper):
         self.embed.warmup()
         log.info("embedder: %s %s", self.settings.embedder_model, self.embed.backend.describe())
 
-    def process(self, rec: Record, ctx: StageContext) -> Record:
-        faces = self.embed(_faces(rec), rec.arrays["crops"], stream=rec.stream, frame_index=rec.index)
-        out = faces_record(rec, faces)
-        out.meta["removed"] = getattr(faces, "removed", [])
+    def process_batch(self, recs: list[Record], ctx: StageContext) -> list[Record]:
+        faces = self.embed.batch([(_faces(r), r.arrays["crops"], r.stream, r.index) for r in recs])
+        out = []
+        for rec, f in zip(recs, faces):
+            o = faces_record(rec, f)
+            o.meta["removed"] = getattr(f, "removed", [])
+            out.append(o)
         return out
 
 
@@ -247,7 +286,6 @@ class DisplayStage(_Wrapper):
         self.next_overlay = 0.0
         self.lines: list[str] = []
         self.warn = False
-        self.last = None  # (raw frame, faces) of the last record shown, for idle redraws
         self.ok = False
 
     def _source_status(self, ctx: StageContext) -> tuple[str, bool]:
@@ -276,37 +314,29 @@ class DisplayStage(_Wrapper):
 
     def show(self, rec: Record, ctx: StageContext) -> None:
         ring = ctx.rings[ring_name(rec.stream)]
-        frame = ring.copy(rec.seq) if self.present.draws else None
-        if frame is None and self.present.draws:
-            ctx.metrics.drop()
-            return None
+        frame = None
+        if self.present.draws:  # drawn on in place: the display is the frame's last reader
+            frame = ring.view(rec.seq)
+            if frame is None:
+                ctx.metrics.drop()
+                return None
         self.latencies.append(time.time() - rec.ts)
         ref = FrameRef(rec.seq, rec.ts, rec.stream, rec.index)
-        faces = _faces(rec)
-        if frame is not None and (self.present.window or self.present.server):
-            self.last = (frame.copy(), faces)
-        if not self.present(frame, ref, faces, self._overlay(ctx)):
+        torn = self.present.torn
+        keep = self.present(frame, ref, _faces(rec), self._overlay(ctx), lambda: ring.still_valid(rec.seq))
+        if self.present.torn != torn:
+            ctx.metrics.drop()
+        if not keep:
             log.info("window closed: stopping")
             ctx.request_stop()
         return None
 
     def idle(self, ctx: StageContext) -> None:
         """Nothing arrived for a while: keep the window responsive; if a source is reconnecting, say so on
-        the last frame."""
-        if self.present.window and not self.present.window.pump():
-            log.info("window closed: stopping")
-            ctx.request_stop()
-            return
-        if self.last is None:
-            return
+        the last picture."""
         overlay = self._overlay(ctx, force=True)
-        if not overlay.warn:
-            return
-        frame, faces = self.last
-        frame = self.present.renderer.draw(frame.copy(), faces, overlay)
-        if self.present.server:
-            self.present.server.publish(frame)
-        if self.present.window and not self.present.window.show(frame):
+        ok = self.present.refresh(overlay) if overlay.warn else self.present.pump()
+        if not ok:
             log.info("window closed: stopping")
             ctx.request_stop()
 

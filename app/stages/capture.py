@@ -16,8 +16,10 @@ from app.redact import redact
 log = logging.getLogger("facestream.capture")
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-#: FFmpeg options for low-latency network streams (TCP for RTSP: no smeared frames from lost UDP packets)
-FFMPEG_LOW_LATENCY = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay|max_delay;500000|stimeout;5000000"
+#: FFmpeg options for low-latency network streams (TCP for RTSP: no smeared frames from lost UDP packets).
+#: No ``fflags nobuffer``: with it FFmpeg discards the packets it read while probing, so every (re)connect
+#: waits for the next key frame (+1.1 s on the test clip); the live queues already keep latency bounded.
+FFMPEG_LOW_LATENCY = "rtsp_transport;tcp|flags;low_delay|max_delay;500000|stimeout;5000000"
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,10 @@ class VideoSource:
         self._delay = min(self._delay * 2, self.reconnect_max_delay)
 
     # -- reading -------------------------------------------------------
-    def read(self) -> np.ndarray | None:
-        """The next frame; None at the end of a file or while a live source is reconnecting."""
+    def read(self, into: np.ndarray | None = None) -> np.ndarray | None:
+        """The next frame; None at the end of a file or while a live source is reconnecting. With ``into``
+        (an array of the source's shape, e.g. a shared-memory slot) the decoder writes there, no copy: the
+        frame returned is ``into`` itself unless the source's size changed."""
         if self.ended:
             return None
         if self.cap is None:
@@ -162,7 +166,7 @@ class VideoSource:
             if self.cap is None:
                 time.sleep(0.01)
                 return None
-        ok, frame = self.cap.read()
+        ok, frame = self.cap.read(into) if into is not None else self.cap.read()
         if ok and frame is not None:
             self.frames_read += 1
             return frame

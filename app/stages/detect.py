@@ -48,22 +48,40 @@ class Detect:
     def backend(self):
         return self.detector.backend
 
-    def warmup(self, height: int, width: int) -> None:
-        """Load kernels and capture CUDA graphs before the first frame (GPU backends only)."""
-        if self.backend.on_gpu:
-            self([np.zeros((height, width, 3), np.uint8)])
+    def register_frames(self, memory: np.ndarray) -> bool:
+        """Let the GPU detector upload frames that live in ``memory`` (a frame ring) without a host copy."""
+        register = getattr(self.detector, "register_host_memory", None)
+        return bool(register and self.backend.on_gpu and register(memory))
 
-    def detect_checked(self, frames: list[np.ndarray], still_valid) -> list[Detections] | None:
-        """Detect in frames read from shared memory; None if ``still_valid()`` says they were overwritten
-        while being read (checked as soon as the pixels have been consumed: letterboxed or uploaded)."""
+    def close(self) -> None:
+        unregister = getattr(self.detector, "unregister_host_memory", None)
+        if unregister:
+            unregister()
+
+    def warmup(self, height: int, width: int, batches: int = 1) -> None:
+        """Load kernels and capture CUDA graphs of every batch size up to ``batches`` before the first frame
+        (GPU backends only)."""
+        if self.backend.on_gpu:
+            for b in range(1, batches + 1):
+                self([np.zeros((height, width, 3), np.uint8)] * b)
+
+    def detect_checked(self, frames: list[np.ndarray], still_valid) -> list[Detections | None]:
+        """Detect in frames read from shared memory. ``still_valid()`` returns one bool per frame, False
+        where it was overwritten while being read (asked once the pixels have been consumed: letterboxed or
+        uploaded); such a frame's result is None."""
         if hasattr(self.detector, "preprocess"):
             batch, infos = self.detector.preprocess(frames)
-            return self.infer(batch, infos) if still_valid() else None
-        dets = self.detector.detect_batch(frames)  # GPU fast path: the upload is the first step
-        return self._filter(dets) if still_valid() else None
+            valid = list(still_valid())
+            if not any(valid):
+                return [None] * len(frames)
+            dets = self.infer(batch, infos)
+        else:
+            dets = self._filter(self.detector.detect_batch(frames))  # GPU fast path: the upload is the first step
+            valid = list(still_valid())
+        return [d if ok else None for d, ok in zip(dets, valid)]
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        return self.detect_checked(frames, lambda: True)
+        return self.detect_checked(frames, lambda: [True] * len(frames))  # type: ignore[return-value]
 
     def infer(self, batch: np.ndarray, infos: list) -> list[Detections]:
         return self._filter(self.detector.postprocess(self.detector.run_backend(batch), infos))

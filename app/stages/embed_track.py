@@ -32,6 +32,7 @@ class EmbedTrack:
         self.trackers: dict[int, ByteTracker] = {}
         self.identities: dict[int, TrackIdentities] = {}
         self.aliases: dict[int, dict[int, int]] = {}
+        self.last_embedded: dict[int, dict[int, int]] = {}  # stream → ByteTrack id → frame last embedded
         self._next_id = 1
 
     @property
@@ -80,22 +81,58 @@ class EmbedTrack:
         return shown, broken
 
     def __call__(self, faces: Faces, crops: np.ndarray, stream: int = 0, frame_index: int | None = None) -> Faces:
-        tracker, identities = self._for_stream(stream)
+        return self.batch([(faces, crops, stream, frame_index)])[0]
+
+    def batch(self, items: list[tuple[Faces, np.ndarray, int, int | None]]) -> list[Faces]:
+        """Several frames (of any streams) at once: track each, then embed every face due in one batch."""
+        plans = [self._track(faces, stream, index) for faces, _, stream, index in items]
+        picked = [crops[plan[1]] for (_, crops, _, _), plan in zip(items, plans)]
+        total = sum(len(p) for p in picked)
+        embeddings = (self.embedder.embed(np.concatenate(picked)) if total
+                      else np.zeros((0, 512), np.float32))
+        out, at = [], 0
+        for (faces, _, stream, index), plan, p in zip(items, plans, picked):
+            out.append(self._finish(faces, stream, index, plan, embeddings[at:at + len(p)]))
+            at += len(p)
+        return out
+
+    def _track(self, faces: Faces, stream: int, frame_index: int | None):
+        """ByteTrack this frame; pick the tracked rows to embed now (all of them, or with EMBED_INTERVAL > 1
+        only new tracks and tracks not embedded for that many frames)."""
+        tracker, _ = self._for_stream(stream)
         result = tracker.update(faces.boxes, faces.scores, frame_index=frame_index)
         rows = np.asarray(result.det_index, np.int64)
-        embeddings = self.embedder.embed(crops[rows]) if len(rows) else np.zeros((0, 512), np.float32)
-        shown, removed = self._shown_ids(stream, result.track_ids, embeddings, identities)
+        tids = np.asarray(result.track_ids, np.int64)
+        k = self.settings.embed_interval
+        if k <= 1:
+            return result, rows, rows, tids
+        last = self.last_embedded.setdefault(stream, {})
+        clock = frame_index if frame_index is not None else tracker.frame
+        due = np.array([clock - last.get(int(t), -(10**9)) >= k for t in tids.tolist()], bool)
+        for t in tids[due].tolist():
+            last[int(t)] = clock
+        return result, rows[due] if len(rows) else rows, rows, tids
+
+    def _finish(self, faces: Faces, stream: int, frame_index: int | None, plan, embeddings: np.ndarray) -> Faces:
+        result, embed_rows, rows, tids = plan
+        _, identities = self._for_stream(stream)
+        alias = self.aliases[stream]
+        embedded = np.isin(rows, embed_rows) if len(embed_rows) != len(rows) else np.ones(len(rows), bool)
+        shown_emb, removed = self._shown_ids(stream, tids[embedded], embeddings, identities)
+        shown = np.array([alias[int(t)] for t in tids.tolist()], np.int64)  # not embedded: keep their id
+        shown[embedded] = shown_emb
         track_ids = np.full(len(faces), -1, np.int64)
         track_ids[rows] = shown
-        due = set(identities.update(shown, embeddings))
-        alias = self.aliases[stream]
+        due = set(identities.update(shown_emb, embeddings))
+        last = self.last_embedded.get(stream, {})
         for tid in result.removed_ids:
             sid = alias.pop(int(tid), None)
+            last.pop(int(tid), None)
             if sid is not None:
                 removed.append(sid)
         if removed:
             identities.forget(removed)
-        query = np.array([r for r, t in zip(rows, shown) if int(t) in due], np.int64)
+        query = np.array([r for r, t in zip(rows[embedded], shown_emb) if int(t) in due], np.int64)
         query_emb = (np.stack([identities.embedding(int(track_ids[r])) for r in query]).astype(np.float32)
                      if len(query) else np.zeros((0, 512), np.float32))
         out = Faces(faces.boxes, faces.scores, faces.landmarks, track_ids=track_ids, embeddings=query_emb,

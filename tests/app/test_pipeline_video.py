@@ -21,16 +21,18 @@ def shm_segments() -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith("fs_")}
 
 
-def run_cli(env: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_cli(env: Path, *args: str, timeout: float = 240, **settings: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app", "--env", str(env), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=env.parent)
+                          timeout=timeout, cwd=env.parent, env={**os.environ, **settings})
 
 
-def tracks_of(log: Path) -> dict[int, dict]:
-    """{track id: {"frames": [...], "names": Counter}} from a --log-tracks file."""
+def tracks_of(log: Path, stream: int | None = None) -> dict[int, dict]:
+    """{track id: {"frames": [...], "names": Counter}} from a --log-tracks file (one stream's, if given)."""
     tracks: dict[int, dict] = defaultdict(lambda: {"frames": [], "names": Counter()})
     for line in log.read_text().splitlines():
         row = json.loads(line)
+        if stream is not None and row["stream"] != stream:
+            continue
         for face in row["faces"]:
             t = tracks[face["track_id"]]
             t["frames"].append(row["frame"])
@@ -80,6 +82,37 @@ def test_run_headless_names_the_enrolled_people(enrolled_env, media_dir, tmp_pat
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 275  # every frame processed and annotated
     assert len(log.read_text().splitlines()) == 275
     check_labels(tracks_of(log))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_streams_batch_together_and_keep_their_own_tracks_and_files(enrolled_env, media_dir, tmp_path):
+    """Two sources in one pipeline (the second a copy of the clip): each stream keeps every frame, its own
+    tracker (labels right on both) and its own annotated file; EMBED_INTERVAL=3 embeds a face every 3rd frame
+    and must not cost a name."""
+    clip = media_dir / "video/short_hamilton_clip.mp4"
+    copy = tmp_path / "second.mp4"
+    copy.write_bytes(clip.read_bytes())
+    out, log = tmp_path / "annotated.mp4", tmp_path / "tracks.jsonl"
+    before = shm_segments()
+    proc = run_cli(enrolled_env, "run", "--source", f"{clip},{copy}", "--headless", "--out", str(out),
+                   "--log-tracks", str(log), timeout=360, EMBED_INTERVAL="3")
+    assert proc.returncode == 0, proc.stderr
+    assert "finished: 550 frames" in proc.stderr and "0 dropped" in proc.stderr
+    assert shm_segments() == before
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    for stream in (0, 1):
+        frames = [r["frame"] for r in rows if r["stream"] == stream]
+        assert frames == list(range(275)), f"stream {stream}: frames out of order or missing"
+        check_labels(tracks_of(log, stream))
+
+    import cv2
+
+    for stream in (0, 1):
+        cap = cv2.VideoCapture(str(tmp_path / f"annotated-s{stream}.mp4"))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 275
+    ids = [{f["track_id"] for r in rows if r["stream"] == s for f in r["faces"] if f["track_id"] >= 0} for s in (0, 1)]
+    assert not ids[0] & ids[1], "a track id was shown on both streams"
 
 
 @pytest.mark.slow

@@ -56,6 +56,22 @@ def test_ring_smaller_frames_and_attach_by_name():
     assert leftovers() == []
 
 
+def test_a_ring_with_more_slots_than_one_header_page_holds_keeps_each_frame_apart():
+    """Every-frame mode with batching needs 60+ slots; the slot headers then take a second page."""
+    with FrameRing.create(slots=100, height=4, width=4) as ring:
+        assert ring.spec.header_bytes == 8192
+        for seq in range(100):
+            ring.write(np.full((4, 4, 3), seq, np.uint8), seq=seq, ts=float(seq))
+        other = FrameRing.attach(ring.name)
+        try:
+            assert [int(other.copy(seq)[0, 0, 0]) for seq in range(100)] == list(range(100))
+        finally:
+            other.close()
+        with pytest.raises(ValueError, match="1..1024 slots"):
+            FrameRing.create(slots=1025, height=4, width=4)
+    assert leftovers() == []
+
+
 def _hammer(spec, seconds: float, ready) -> None:
     ring = FrameRing.attach(spec)
     frame = np.empty((spec.height, spec.width, 3), np.uint8)

@@ -141,6 +141,32 @@ def test_detector_batches_equal_single_frames(retinaface_net, photos, device, pr
         np.testing.assert_allclose(got.boxes, singles[1].boxes, atol=0.05)
 
 
+@cuda
+@pytest.mark.timeout(300)
+def test_frames_in_a_page_locked_ring_upload_directly_and_give_the_same_faces(retinaface_net, photos):
+    """The pipeline's path: frames in a shared-memory ring registered with CUDA go to the GPU by DMA from
+    their slots (no staging copy) and give what the staging path gives; frames elsewhere still work."""
+    from app.runtime.shm import FrameRing
+
+    detector = GpuRetinaFace(retinaface_net, device="cuda", precision="fp16")
+    frame = photos["six_people.jpg"]
+    h, w = frame.shape[:2]
+    expected = detector.detect_batch([frame, frame[:, ::-1].copy()])
+    with FrameRing.create(slots=4, height=h, width=w) as ring:
+        assert detector.register_host_memory(ring.memory())
+        ring.write(frame, seq=0, ts=0.0)
+        ring.write(frame[:, ::-1], seq=1, ts=0.0)
+        views = [ring.view(0), ring.view(1)]
+        assert all(detector._registered_frame(v) for v in views)
+        got = detector.detect_batch(views)
+        assert ring.still_valid(0) and ring.still_valid(1)
+        del views
+        detector.unregister_host_memory()
+    for e, g in zip(expected, got):
+        assert len(g) == len(e) > 0
+        np.testing.assert_allclose(g.boxes, e.boxes, atol=0.05)
+
+
 def test_torch_nms_equals_numpy_nms():
     rng = np.random.default_rng(0)
     for n in (0, 1, 7, 300):

@@ -1,0 +1,72 @@
+"""The batched stage form: up to ``batch_size`` records per call, filled within ``batch_wait``, order kept."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.runtime import Pipeline, Record, StageContext
+from tests.app.runtime.test_process import Collect, CountSource, leftovers
+
+
+@dataclass
+class BatchMean:
+    """Mean pixel of each frame, computed a batch at a time; the batch sizes seen go to ``sizes``."""
+
+    sizes: str
+    batch_size: int = 4
+    batch_wait: float = 0.0
+
+    def setup(self, ctx: StageContext) -> None:
+        self.seen: list[int] = []
+
+    def process_batch(self, recs: list[Record], ctx: StageContext) -> list[Record]:
+        self.seen.append(len(recs))
+        out = []
+        for rec in recs:
+            frame = ctx.ring.copy(rec.seq)
+            out.append(Record(rec.seq, rec.ts, arrays={"mean": np.array([-1 if frame is None else int(frame.mean())])}))
+        return out
+
+    def teardown(self) -> None:
+        Path(self.sizes).write_text(json.dumps(self.seen))
+
+
+def batched(tmp: Path, n: int, interval: float, size: int, wait: float) -> Pipeline:
+    p = Pipeline(grace=3.0)
+    p.ring("frames", slots=32, height=24, width=32)
+    p.queue("announced", capacity=8, slot_bytes=4096)
+    p.queue("means", capacity=8, slot_bytes=4096)
+    p.stage("source", CountSource(n, interval), outputs=["announced"], rings=["frames"])
+    p.stage("mean", BatchMean(str(tmp / "sizes.json"), size, wait), ["announced"], ["means"], rings=["frames"])
+    p.stage("sink", Collect(str(tmp / "rows.json")), inputs=["means"])
+    return p
+
+
+@pytest.mark.timeout(60)
+def test_a_fast_source_fills_batches_and_every_record_arrives_in_order(tmp_path):
+    p = batched(tmp_path, n=200, interval=0.0, size=4, wait=0.05)
+    result = p.run(timeout=50)
+    assert result.exit_code == 0, result.summary()
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert rows == [[i, i % 251] for i in range(200)]
+    sizes = json.loads((tmp_path / "sizes.json").read_text())
+    assert sum(sizes) == 200 and max(sizes) == 4
+    assert sizes.count(4) >= len(sizes) // 2, sizes  # the queue is full most of the time: mostly full batches
+    assert {s.name: s.items for s in p.stage_stats()}["mean"] == 200
+    assert leftovers() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_source_is_not_held_back_waiting_for_a_full_batch(tmp_path):
+    """Records 20 ms apart and a 1 ms wait: each goes on alone instead of waiting for three more."""
+    p = batched(tmp_path, n=30, interval=0.02, size=4, wait=0.001)
+    assert p.run(timeout=50).exit_code == 0
+    sizes = json.loads((tmp_path / "sizes.json").read_text())
+    assert sum(sizes) == 30 and sizes.count(1) >= 25, sizes
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r[0] for r in rows] == list(range(30))
