@@ -60,8 +60,8 @@ class Settings:
     batch_wait_ms: float = _key("BATCH_WAIT_MS", "how long detection and embedding wait for more records to fill "
                                 "a batch (what is already queued is always taken)", lo=0.0, hi=1000.0, default=2.0)
     embed_interval: int = _key("EMBED_INTERVAL", "embed a tracked face every this many frames (1: every frame; "
-                               "new tracks are embedded at once); the box and id are drawn on every frame",
-                               lo=1, hi=1000, default=1)
+                               "new tracks are embedded at once; 0: auto, 1 on a GPU and 3 on a CPU); the box, "
+                               "id and name are drawn on every frame", lo=0, hi=1000, default=0)
     infer_threads: int = _key("INFER_THREADS", "CPU threads per inference stage (0: auto, half the cores "
                               "each for detection and embedding, which run side by side)", lo=0, hi=256, default=0)
     # identity

@@ -231,7 +231,9 @@ class EmbedTrackStage(_Batched):
 
         self.embed = EmbedTrack(self.settings, self.fps, threads=stage_threads(self.settings))
         self.embed.warmup()
-        log.info("embedder: %s %s", self.settings.embedder_model, self.embed.backend.describe())
+        every = "frame" if self.embed.interval == 1 else f"{self.embed.interval} frames"
+        log.info("embedder: %s %s; each track embedded every %s", self.settings.embedder_model,
+                 self.embed.backend.describe(), every)
 
     def process_batch(self, recs: list[Record], ctx: StageContext) -> list[Record]:
         faces = self.embed.batch([(_faces(r), r.arrays["crops"], r.stream, r.index) for r in recs])

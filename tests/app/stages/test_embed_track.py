@@ -52,16 +52,21 @@ def test_interval_three_embeds_a_steady_face_on_every_third_frame(checkpoint_dir
 
 def test_interval_one_embeds_every_frame(checkpoint_dir, obama):
     faces, crops = obama
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir)))
+    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1))
     calls = counting(stage)
     for i in range(5):
         stage(faces, crops, frame_index=i)
     assert sum(calls) == 5
 
 
+def test_auto_interval_embeds_every_third_frame_on_a_cpu(checkpoint_dir):
+    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir)))  # EMBED_INTERVAL=0: auto
+    assert not stage.backend.on_gpu and stage.interval == 3
+
+
 def test_a_batch_of_two_streams_equals_two_separate_calls(checkpoint_dir, obama):
     faces, crops = obama
-    settings = Settings(checkpoint_dir=str(checkpoint_dir))
+    settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
     together, apart = EmbedTrack(settings), EmbedTrack(settings)
     calls = counting(together)
     for i in range(3):
