@@ -113,7 +113,7 @@ def build_pipeline(settings: Settings, args):
     pipe.stage("embed+track", EmbedTrackStage(settings, fps), ["crops"], ["tracks"], restarts=r["embed+track"])
     pipe.stage("identify", IdentifyStage(settings), ["tracks"], ["named"], restarts=r["identify"])
     names = {i: spec.display_name for i, spec in enumerate(specs)}
-    options = output_options(settings, args, fps, names)
+    options = output_options(settings, args, fps, names, sizes={i: (w, h) for i, (w, h, _) in enumerate(probes)})
     pipe.stage("display", DisplayStage(settings, options, names), ["named"], rings=rings)
     return pipe, every
 

@@ -41,7 +41,8 @@ def add_parsers(sub) -> None:
 
 
 def output_options(settings: Settings, args, fps: float | dict[int, float],
-                   streams: dict[int, str] | None = None) -> OutputOptions:
+                   streams: dict[int, str] | None = None,
+                   sizes: dict[int, tuple[int, int]] | None = None) -> OutputOptions:
     headless = args.headless or settings.display != "window"
     return OutputOptions(
         window=not headless,
@@ -51,6 +52,7 @@ def output_options(settings: Settings, args, fps: float | dict[int, float],
         log_tracks=args.log_tracks or "",
         fps=fps,
         streams=streams or {0: ""},
+        sizes=sizes or {},
         sink=getattr(args, "sink", False),
     )
 

@@ -22,6 +22,21 @@ def grid(n: int) -> tuple[int, int]:
     return cols, max(1, math.ceil(n / cols))
 
 
+#: the largest mosaic drawn: a full-HD screen
+MAX_MOSAIC = (1920, 1080)
+
+
+def mosaic_size(sizes: dict[int, tuple[int, int]], n: int) -> tuple[int, int]:
+    """(width, height) of a mosaic of ``n`` streams: a grid of tiles the size of the largest stream's frames,
+    scaled down (never up) to fit MAX_MOSAIC. Without sizes, MAX_MOSAIC."""
+    if not sizes:
+        return MAX_MOSAIC
+    cols, rows = grid(n)
+    w, h = max(s[0] for s in sizes.values()), max(s[1] for s in sizes.values())
+    k = min(1.0, MAX_MOSAIC[0] / (cols * w), MAX_MOSAIC[1] / (rows * h))
+    return int(cols * w * k), int(rows * h * k)
+
+
 def scaled(faces: Faces, s: float) -> Faces:
     """The same faces with boxes and landmarks in a frame resized by ``s``."""
     return Faces(faces.boxes * s, faces.scores, faces.landmarks * s, track_ids=faces.track_ids,

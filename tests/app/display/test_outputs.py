@@ -78,3 +78,13 @@ def test_track_log_is_one_json_line_per_frame(tmp_path):
     assert rows[0]["frame"] == 3 and rows[0]["faces"][0]["name"] == "obama"
     assert rows[0]["faces"][0]["track_id"] == 7 and rows[0]["faces"][0]["similarity"] == 0.61
     assert rows[1]["faces"] == []
+
+
+def test_a_window_without_a_display_is_one_clear_error_naming_the_headless_options(monkeypatch):
+    from app.display.outputs import Window
+    from app.errors import FacestreamError
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(FacestreamError, match=r"cannot open a window .*--headless --out FILE\.mp4 or --serve PORT"):
+        Window()
