@@ -32,7 +32,7 @@ class Overlay:
     warn: bool = False  # drawn in red (e.g. source reconnecting)
 
 
-def _render_label(text: str, colour: tuple[int, int, int], scale: float) -> np.ndarray:
+def render_label(text: str, colour: tuple[int, int, int], scale: float) -> np.ndarray:
     """A label patch: the text in white (anti-aliased) on a block of the box's colour."""
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
     patch = np.empty((th + base + 4, tw + 6, 3), np.uint8)
@@ -41,7 +41,7 @@ def _render_label(text: str, colour: tuple[int, int, int], scale: float) -> np.n
     return patch
 
 
-def _paste(img: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+def paste(img: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
     """Copy ``patch`` with its top-left at (x, y), clipped to ``img``."""
     h, w = img.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + patch.shape[1], w), min(y + patch.shape[0], h)
@@ -66,12 +66,12 @@ class Renderer:
         key = (text, colour, scale)
         patch = self._labels.get(key)
         if patch is None:
-            patch = self._labels[key] = _render_label(text, colour, scale)
+            patch = self._labels[key] = render_label(text, colour, scale)
             if len(self._labels) > self.LABELS:
                 self._labels.popitem(last=False)
         else:
             self._labels.move_to_end(key)
-        _paste(img, patch, x, max(y - patch.shape[0], 0))
+        paste(img, patch, x, max(y - patch.shape[0], 0))
 
     def draw(self, frame: np.ndarray, faces: Faces, overlay: Overlay | None = None) -> np.ndarray:
         h = frame.shape[0]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
-from app.display.annotate import Overlay, Renderer
+from app.display.annotate import Overlay, Renderer, paste, render_label
 from app.types import Faces
 
 
@@ -39,9 +40,7 @@ def mosaic_size(sizes: dict[int, tuple[int, int]], n: int) -> tuple[int, int]:
 
 def scaled(faces: Faces, s: float) -> Faces:
     """The same faces with boxes and landmarks in a frame resized by ``s``."""
-    return Faces(faces.boxes * s, faces.scores, faces.landmarks * s, track_ids=faces.track_ids,
-                 embeddings=faces.embeddings, query=faces.query, names=faces.names, person_ids=faces.person_ids,
-                 similarities=faces.similarities)
+    return replace(faces, boxes=faces.boxes * s, landmarks=faces.landmarks * s)
 
 
 def shrink(frame: np.ndarray, tw: int, th: int) -> np.ndarray:
@@ -66,7 +65,8 @@ class Mosaic:
         self.cols, self.rows = grid(len(names))
         self.tile_w, self.tile_h = size[0] // self.cols, size[1] // self.rows
         self.canvas = np.zeros((self.tile_h * self.rows, self.tile_w * self.cols, 3), np.uint8)
-        self.labels = {s: self._render_label(f"{s}: {n}") for s, n in names.items()}  # drawn once, pasted per frame
+        # white on black, drawn once, pasted on every frame
+        self.labels = {s: render_label(f"{s}: {n}", (0, 0, 0), 0.5) for s, n in names.items()}
         for stream in names:
             self._label(stream, self._tile(stream))
 
@@ -75,17 +75,8 @@ class Mosaic:
         r, c = divmod(k, self.cols)
         return self.canvas[r * self.tile_h:(r + 1) * self.tile_h, c * self.tile_w:(c + 1) * self.tile_w]
 
-    @staticmethod
-    def _render_label(text: str) -> np.ndarray:
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-        patch = np.zeros((th + base + 8, tw + 12, 3), np.uint8)
-        cv2.putText(patch, text, (6, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-        return patch
-
     def _label(self, stream: int, tile: np.ndarray) -> None:
-        patch = self.labels[stream]
-        h, w = min(patch.shape[0], tile.shape[0]), min(patch.shape[1], tile.shape[1])
-        tile[:h, :w] = patch[:h, :w]
+        paste(tile, self.labels[stream], 0, 0)
 
     def put(self, stream: int, frame: np.ndarray, faces: Faces | None, renderer: Renderer | None = None,
             still_valid: Callable[[], bool] | None = None) -> bool:

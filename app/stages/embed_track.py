@@ -93,7 +93,7 @@ class EmbedTrack:
     def batch(self, items: list[tuple[Faces, np.ndarray, int, int | None]]) -> list[Faces]:
         """Several frames (of any streams) at once: track each, then embed every face due in one batch."""
         plans = [self._track(faces, stream, index) for faces, _, stream, index in items]
-        picked = [crops[plan[1]] for (_, crops, _, _), plan in zip(items, plans)]
+        picked = [crops[rows[due]] for (_, crops, _, _), (_, rows, _, due) in zip(items, plans)]
         total = sum(len(p) for p in picked)
         embeddings = (self.embedder.embed(np.concatenate(picked)) if total
                       else np.zeros((0, 512), np.float32))
@@ -104,27 +104,27 @@ class EmbedTrack:
         return out
 
     def _track(self, faces: Faces, stream: int, frame_index: int | None):
-        """ByteTrack this frame; pick the tracked rows to embed now (all of them, or with EMBED_INTERVAL > 1
-        only new tracks and tracks not embedded for that many frames)."""
+        """ByteTrack this frame; returns (result, rows, track ids, due): ``due`` marks the tracked rows to embed
+        now (all of them, or with EMBED_INTERVAL > 1 only new tracks and tracks not embedded for that many
+        frames)."""
         tracker, _ = self._for_stream(stream)
         result = tracker.update(faces.boxes, faces.scores, frame_index=frame_index)
         rows = np.asarray(result.det_index, np.int64)
         tids = np.asarray(result.track_ids, np.int64)
         k = self.interval
         if k <= 1:
-            return result, rows, rows, tids
+            return result, rows, tids, np.ones(len(rows), bool)
         last = self.last_embedded.setdefault(stream, {})
         clock = frame_index if frame_index is not None else tracker.frame
         due = np.array([clock - last.get(int(t), -(10**9)) >= k for t in tids.tolist()], bool)
         for t in tids[due].tolist():
             last[int(t)] = clock
-        return result, rows[due] if len(rows) else rows, rows, tids
+        return result, rows, tids, due
 
     def _finish(self, faces: Faces, stream: int, frame_index: int | None, plan, embeddings: np.ndarray) -> Faces:
-        result, embed_rows, rows, tids = plan
+        result, rows, tids, embedded = plan
         _, identities = self._for_stream(stream)
         alias = self.aliases[stream]
-        embedded = np.isin(rows, embed_rows) if len(embed_rows) != len(rows) else np.ones(len(rows), bool)
         shown_emb, removed = self._shown_ids(stream, tids[embedded], embeddings, identities)
         shown = np.array([alias[int(t)] for t in tids.tolist()], np.int64)  # not embedded: keep their id
         shown[embedded] = shown_emb
