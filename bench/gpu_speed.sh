@@ -8,7 +8,7 @@ set -uo pipefail
 exec > >(tee -a "$OUT/speed.txt") 2>&1
 GRID=.gpu_assets/grid1080.mp4
 export EMBED_BATCH=64
-STEPS=${STEPS:-"machine gputests names decode full interval3 streams"}
+STEPS=${STEPS:-"machine gputests names decode full decode_threads streams"}
 
 machine() {
   step machine
@@ -48,8 +48,68 @@ PY
 
 full() {
   step "1080p every frame (annotated) + live 1080p30 + naive loop"
-  timeout 300 python3 -m app --env "$W/.env" bench pipeline --source "$GRID" --json "$OUT/bench_1080p.json" \
-    --plot "$OUT/bench_1080p.png"
+  timeout 300 python3 -m app --env "$W/.env" bench pipeline --source "$GRID" --loops "${LOOPS:-3}" \
+    --json "$OUT/bench_1080p.json" --plot "$OUT/bench_1080p.png"
+}
+
+cpu_sampler() {  # every 2 s, each fs-* process's CPU use (100 % = one core), while a run goes on
+  python3 - <<'PY' &
+import os, time
+tick = os.sysconf("SC_CLK_TCK")
+def sample():
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            if comm.startswith("fs-"):
+                f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                out[comm] = out.get(comm, 0) + int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return out
+prev, t0, seen = sample(), time.time(), False
+while True:
+    time.sleep(2)
+    cur = sample()
+    if not cur and (seen or time.time() - t0 > 120):
+        break  # the run is over
+    seen = seen or bool(cur)
+    line = " ".join(f"{k[3:]} {100 * (v - prev.get(k, 0)) / tick / 2:.0f}%" for k, v in sorted(cur.items()))
+    if line:
+        print(f"  cpu {time.time() - t0:5.0f}s: {line}", flush=True)
+    prev = cur
+PY
+  SAMPLER=$!
+}
+
+decode_threads() {
+  step "every-frame 1080p with DECODE_THREADS = ${DECODE_VARIANTS:-0 8 4} (same call: ratios), CPU per stage"
+  for t in ${DECODE_VARIANTS:-0 8 4}; do
+    cpu_sampler
+    DECODE_THREADS=$t timeout 150 python3 -m app --env "$W/.env" bench pipeline --source "$GRID" --loops 3 \
+      --skip-live --skip-baseline --json "$OUT/bench_decode$t.json" 2>&1 | grep -v "^facestream:" | sed "s/^/[threads $t] /"
+    kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null
+  done
+}
+
+hwaccel() {
+  step "OpenCV/FFmpeg hardware decode on this machine?"
+  python3 - "$GRID" <<'PY'
+import sys, time, cv2
+for name, accel in (("none", cv2.VIDEO_ACCELERATION_NONE), ("any", cv2.VIDEO_ACCELERATION_ANY)):
+    cap = cv2.VideoCapture(sys.argv[1], cv2.CAP_FFMPEG, [cv2.CAP_PROP_HW_ACCELERATION, accel])
+    used = cap.get(cv2.CAP_PROP_HW_ACCELERATION); n = 0; t = time.perf_counter()
+    while n < 600 and cap.read()[0]:
+        n += 1
+    print(f"hw acceleration {name}: in use {used}, {n / (time.perf_counter() - t):.0f} fps")
+PY
+}
+
+profile() {
+  step "py-spy over every process of an every-frame 1080p run (on-CPU samples, collapsed stacks)"
+  timeout 200 /tmp/site/bin/py-spy record --subprocesses --rate 200 --format raw --output "$OUT/pyspy.txt" -- \
+    python3 -m app --env "$W/.env" bench pipeline --source "$GRID" --loops 2 --skip-live --skip-baseline \
+    2>&1 | grep -v "^py-spy>" | tail -4
 }
 
 interval3() {

@@ -36,6 +36,8 @@ def add_parsers(sub) -> None:
     pl.add_argument("--json", help="write the results here")
     pl.add_argument("--plot", help="write a PNG timeline of capture→display latency here")
     pl.add_argument("--max-frames", type=int, default=0)
+    pl.add_argument("--loops", type=int, default=1,
+                    help="play the file this many times in the every-frame run (a longer steady window)")
     pl.add_argument("--skip-baseline", action="store_true")
     pl.add_argument("--skip-live", action="store_true", help="skip the simulated live (real-time replay) run")
     pl.add_argument("--skip-every-frame", action="store_true", help="skip the every-frame file run (with --streams)")
@@ -220,6 +222,22 @@ def _steady_fps(shown: np.ndarray) -> float:
     return round((len(shown) - 1) / (shown[-1] - shown[0]), 2) if len(shown) > 1 and shown[-1] > shown[0] else 0.0
 
 
+def _stage_row(s, seconds: float) -> dict:
+    """One stage's figures: work per item, and time per item spent waiting for input / to hand output on."""
+    per = 1000 / max(1, s.items)
+    return {"items": s.items, "fps": round(s.items / seconds, 2), "busy": round(s.busy, 3),
+            "ms_per_item": round(s.busy_s * per, 3), "wait_in_ms": round(s.get_s * per, 3),
+            "wait_out_ms": round(s.put_s * per, 3), "waiting": round(s.waiting, 3), "drops": s.drops}
+
+
+def _bottleneck(stats, captures: bool = True) -> str:
+    """The stage that spent the least of its running time waiting in its queues: every stage before it waits
+    to hand records on, every stage after it waits for them. A live capture waits for its source's clock,
+    not in a queue, so it is left out unless ``captures``."""
+    rows = [s for s in stats if s.items and (captures or not s.name.startswith("capture"))]
+    return min(rows, key=lambda s: s.waiting).name if rows else ""
+
+
 def _pct(lat: np.ndarray) -> dict:
     if not len(lat):
         return {}
@@ -258,14 +276,13 @@ def cmd_bench_pipeline(args) -> int:
             "frames": frames, "seconds": round(seconds, 2), "processed_fps": _steady_fps(shown),
             "wall_fps": round(frames / seconds, 2), "startup_s": round(shown[0] - started, 2) if frames else None,
             "latency": _pct(lat), "every_frame": report["every_frame"],
-            "stages": {s.name: {"items": s.items, "fps": round(s.items / seconds, 2), "busy": round(s.busy, 3),
-                                "ms_per_item": round(1000 * s.busy_s / max(1, s.items), 3), "drops": s.drops}
-                       for s in report["stats"]},
+            "stages": {s.name: _stage_row(s, seconds) for s in report["stats"]},
         }
+        result[name]["bottleneck"] = _bottleneck(report["stats"], captures=kw.get("every_frame", False))
         result[name]["timeline"] = {"t": t.round(3).tolist(), "latency_ms": lat.round(1).tolist()}
 
     if not args.skip_every_frame:
-        pipeline("every_frame", every_frame=True, out=args.out)
+        pipeline("every_frame", every_frame=True, out=args.out, loops=max(1, args.loops))
         result["processed_fps"] = result["every_frame"]["processed_fps"]
     if not args.skip_live:
         pipeline("live", realtime=True, live=True)
@@ -298,13 +315,20 @@ def cmd_bench_pipeline(args) -> int:
             if "stages" in r:
                 print("             busy ms per frame: " + ", ".join(
                     f"{k} {v['ms_per_item']:.2f}" for k, v in r["stages"].items()))
+                print("             waiting in queues: " + ", ".join(
+                    f"{k} {v['waiting'] * 100:.0f}%" for k, v in r["stages"].items())
+                      + f" -> bottleneck: {r['bottleneck']}")
     if "speedup_vs_baseline" in result:
         print(f"pipeline vs naive loop: {result['speedup_vs_baseline']}x")
     for r in result.get("streams", []):
         print(f"{r['streams']:3d} live streams: slowest {r['min_fps']:.1f} fps (source {r['source_fps']:.0f}), "
-              f"shown {r['shown_pct']:.1f} %, worst p99 {r['worst_p99_ms']:.0f} ms, busiest {r['busiest']} "
-              f"{r['busy'][r['busiest']] * 100:.0f} % -> {'keeps up' if r['keeps_up'] else 'falls behind'}")
+              f"shown {r['shown_pct']:.1f} %, worst p99 {r['worst_p99_ms']:.0f} ms, bottleneck {r['bottleneck']} "
+              f"(waits {r['waiting'][r['bottleneck']] * 100:.0f} %) -> "
+              f"{'keeps up' if r['keeps_up'] else 'falls behind'}")
         print("     busy ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ms_per_frame"].items()))
+        print("     waiting in queues: " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in r["waiting"].items()))
+        print("     worst latency each second (ms): " + " ".join(f"{v:.0f}" for v in r["max_latency_by_second_ms"]
+                                                                if v is not None))
     if "max_streams" in result:
         print(f"most live streams that keep up: {result['max_streams']}")
     if args.json:
@@ -358,11 +382,18 @@ def bench_streams(settings, base: dict, tmp: Path, counts: list[int], frames: in
         ms_per_frame = {name: round(1000 * st.busy_s / max(1, st.items), 3) for name, st in stats.items()}
         busy["capture (mean)"] = round(float(np.mean([st.busy for name, st in stats.items()
                                                       if name.startswith("capture")])), 3)
+        cap_ts = np.array([r["capture_ts"] for r in logged])
+        lat_all = (np.array([r["display_ts"] for r in logged]) - cap_ts) * 1000
+        sec = (cap_ts - cap_ts.min()).astype(int) if len(cap_ts) else cap_ts.astype(int)
+        by_second = [round(float(lat_all[sec == k].max()), 1) if (sec == k).any() else None
+                     for k in range(int(sec.max()) + 1 if len(sec) else 0)]  # when the slow frames came
         shown_pct = 100.0 * sum(p["shown"] for p in per) / max(1, sum(p["captured"] for p in per))
         worst = max((p.get("p99_ms", float("inf")) for p in per), default=float("inf"))
         row = {"streams": n, "seconds": round(seconds, 2), "source_fps": round(source_fps, 2),
                "min_fps": min(p["fps"] for p in per), "shown_pct": round(shown_pct, 2), "worst_p99_ms": worst,
-               "per_stream": per, "busy": busy, "ms_per_frame": ms_per_frame, "busiest": max(busy, key=busy.get)}
+               "per_stream": per, "busy": busy, "ms_per_frame": ms_per_frame, "busiest": max(busy, key=busy.get),
+               "waiting": {name: round(st.waiting, 3) for name, st in stats.items() if not name.startswith("capture")},
+               "bottleneck": _bottleneck(stats.values(), captures=False), "max_latency_by_second_ms": by_second}
         row["keeps_up"] = bool(shown_pct >= KEEP_UP_SHOWN * 100 and worst <= max_p99_ms)
         row["keep_up_rule"] = f"shown >= {KEEP_UP_SHOWN:.0%} of captured and worst p99 <= {max_p99_ms:.0f} ms"
         rows.append(row)

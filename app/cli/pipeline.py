@@ -83,11 +83,11 @@ def build_pipeline(settings: Settings, args):
     streams = len(specs)
     # live: short queues, two frames per stream, bound the latency (streams started together deliver bursts of
     # one frame each: a queue shorter than two bursts drops frames the next stage had time for). Every-frame:
-    # the ring holds every frame that can be in flight (all 5 queues full, a batch in hand in detect and in
+    # the ring holds every frame that can be in flight (all 5 queues full, a batch in hand in detect and two in
     # embed+track, one in each other stage), so none is ever overwritten. Live: a stream's ring holds about
     # twice its share, and a frame older than that is dropped as stale (not worth 6 MB per 1080p slot).
     q = settings.queue_size if every else min(2 * streams, 64)
-    in_hand = 2 * settings.detect_batch + 4
+    in_hand = 3 * settings.detect_batch + 4  # a batch in detect, two in embed+track (one held while the next runs)
     slots = 5 * q + in_hand + 4 if every else min(5 * q + 8, max(16, 2 * math.ceil(5 * q / streams) + 8))
     n = settings.max_faces
     check_shared_memory(sum(slots * w * h * 3 for w, h, _ in probes), streams, every)
@@ -97,17 +97,21 @@ def build_pipeline(settings: Settings, args):
         pipe.ring(ring_name(i), slots=slots, height=h, width=w)
         rings.append(ring_name(i))
     pipe.queue("frames", capacity=q, slot_bytes=4096, policy="block" if every else "drop_oldest")
-    pipe.queue("detections", q, slot_bytes=65536 + n * 64)
+    # a PyTorch detector that lands on a GPU also aligns the faces there (DetectStage): its records carry the crops
+    align_on_gpu = settings.detector_backend == "pytorch" and settings.device != "cpu"
+    pipe.queue("detections", q, slot_bytes=65536 + n * ((CROP_BYTES if align_on_gpu else 0) + 64))
     pipe.queue("crops", q, slot_bytes=65536 + n * (CROP_BYTES + 64))
     pipe.queue("tracks", q, slot_bytes=65536 + n * (EMBED_BYTES + 96))
     pipe.queue("named", q, slot_bytes=65536 + n * 160)
     for i, spec in enumerate(specs):
         pipe.stage(f"capture{i}" if streams > 1 else "capture",
-                   CaptureStage(settings, spec.raw, i, args.max_frames, getattr(args, "realtime", False)),
+                   CaptureStage(settings, spec.raw, i, args.max_frames, getattr(args, "realtime", False),
+                                getattr(args, "loops", 1)),
                    outputs=["frames"], rings=[ring_name(i)])
     r = dict.fromkeys(RESTARTABLE, settings.stage_restarts)
     sizes = [(h, w) for w, h, _ in probes]
-    pipe.stage("detect", DetectStage(settings, sizes), ["frames"], ["detections"], rings, restarts=r["detect"])
+    pipe.stage("detect", DetectStage(settings, sizes, align_on_gpu), ["frames"], ["detections"], rings,
+               restarts=r["detect"])
     pipe.stage("align", AlignStage(settings), ["detections"], ["crops"], rings, restarts=r["align"])
     fps = {i: p[2] for i, p in enumerate(probes)}
     pipe.stage("embed+track", EmbedTrackStage(settings, fps), ["crops"], ["tracks"], restarts=r["embed+track"])

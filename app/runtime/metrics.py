@@ -25,7 +25,8 @@ STATUS_NAMES = ("idle", "running", "finished", "stopped", "failed", "starting") 
 ROW = np.dtype([
     ("items", "<i8"), ("busy", "<f8"), ("drops", "<i8"), ("depth", "<i8"),
     ("last_latency", "<f8"), ("lat_count", "<i8"), ("pid", "<i8"), ("status", "<i8"), ("restarts", "<i8"),
-    ("started", "<f8"), ("updated", "<f8"), ("name", "S32"), ("error", "S256"), ("latencies", "<f4", (LATENCIES,)),
+    ("started", "<f8"), ("updated", "<f8"), ("get_s", "<f8"), ("put_s", "<f8"),
+    ("name", "S32"), ("error", "S256"), ("latencies", "<f4", (LATENCIES,)),
 ], align=True)
 
 
@@ -54,6 +55,15 @@ class StageStats:
     restarts: int
     error: str
     busy_s: float = 0.0  # seconds spent working since the stage started (not the setup): per-item cost = busy_s / items
+    get_s: float = 0.0  # seconds spent waiting for (and taking) input records: high when starved by the stage before
+    put_s: float = 0.0  # seconds spent handing records on: high when the stage after cannot keep up
+    run_s: float = 0.0  # seconds from the end of setup to the last item
+
+    @property
+    def waiting(self) -> float:
+        """Share of its running time the stage spent in its queues rather than working: the stage that waits
+        least is the pipeline's bottleneck."""
+        return (self.get_s + self.put_s) / self.run_s if self.run_s > 0 else 0.0
 
 
 class StageMetrics:
@@ -77,6 +87,13 @@ class StageMetrics:
             self._lat[k % LATENCIES] = lat
             row["last_latency"] = lat
             row["lat_count"] = k + 1
+
+    def waited(self, get: float = 0.0, put: float = 0.0) -> None:
+        """Add time spent in the input (``get``) or output (``put``) queues."""
+        if get:
+            self._row["get_s"] += get
+        if put:
+            self._row["put_s"] += put
 
     def drop(self, n: int = 1) -> None:
         """Count records this stage threw away itself (e.g. a frame overwritten while it was read)."""
@@ -173,7 +190,8 @@ class Metrics:
                 name=r["name"].decode(), status=STATUS_NAMES[int(r["status"])], pid=int(r["pid"]), items=items,
                 fps=fps, busy=frac, drops=int(r["drops"]), depth=int(r["depth"]), latency=float(r["last_latency"]),
                 latency_p50=p50, latency_p99=p99, restarts=int(r["restarts"]),
-                error=r["error"].decode("utf-8", "replace"), busy_s=busy,
+                error=r["error"].decode("utf-8", "replace"), busy_s=busy, get_s=float(r["get_s"]),
+                put_s=float(r["put_s"]), run_s=max(0.0, float(r["updated"]) - float(r["started"])),
             ))
         return out
 

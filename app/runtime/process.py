@@ -120,6 +120,13 @@ class StageContext:
             if self.inputs:
                 return Record.end()
             raise ValueError(f"stage {self.name} has no inputs")
+        t0 = time.perf_counter()
+        try:
+            return self._get(timeout)
+        finally:
+            self.metrics.waited(get=time.perf_counter() - t0)
+
+    def _get(self, timeout: float | None) -> Record | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self.stopping:
@@ -152,10 +159,12 @@ class StageContext:
     def put(self, record: Record, output: str | None = None) -> None:
         """Send ``record`` to ``output`` (default: every output), waiting on ``block`` queues while not stopping."""
         targets = [self.outputs[output]] if output else list(self.outputs.values())
+        t0 = time.perf_counter()
         for q in targets:
             while not q.put(record, timeout=_POLL):
                 if self.stopping:
                     raise StopStage
+        self.metrics.waited(put=time.perf_counter() - t0)
         if any(q.spec.policy == "drop_oldest" for q in targets):
             self.metrics.set_drops(sum(q.drops for q in self.outputs.values()))
 
@@ -224,6 +233,9 @@ def _batch_loop(target: Any, ctx: StageContext) -> None:
         for rec in batch:
             ctx.metrics.tick(busy=busy, ts=rec.ts)
         ctx.emit(out)
+    finish = getattr(target, "finish", None)
+    if callable(finish):  # a stage that holds records back (embed+track overlapping batches) hands them on
+        ctx.emit(finish(ctx))
 
 
 def run_target(target: Any, ctx: StageContext) -> None:

@@ -92,13 +92,15 @@ class CaptureStage:
     stream: int = 0
     max_frames: int = 0
     realtime: bool = False  # release a file's frames at its frame rate, like a live camera
+    loops: int = 1  # play a file this many times (benchmarks: a steady window longer than the clip)
 
     def run(self, ctx: StageContext) -> None:
         from app.stages.capture import VideoSource, parse_source
 
         setup_logging(self.settings.log_level)
         name_process(ctx.name)
-        src = VideoSource(parse_source(self.source), self.settings.reconnect_max_delay)
+        threads = self.settings.decoder_threads()
+        src = VideoSource(parse_source(self.source), self.settings.reconnect_max_delay, threads)
         # wait for the other stages' setup (models, CUDA graphs): frames read before would only queue up
         # (files) or be dropped (live), and a replayed file would be half over before the first detection
         deadline = time.monotonic() + 300
@@ -108,13 +110,14 @@ class CaptureStage:
         ring = ctx.rings[ring_name(self.stream)]
         shape = ring.spec.height, ring.spec.width
         shape3 = (*shape, ring.spec.channels)
-        index = 0
+        index = played = 0
         start = time.monotonic()
         shown, next_status = "live", 0.0  # written only from the first outage on: a row error stays empty until then
         try:
             while not ctx.stopping and (not self.max_frames or index < self.max_frames):
                 if self.realtime:
                     time.sleep(max(0.0, start + index / (src.fps or 30.0) - time.monotonic()))
+                t0 = time.perf_counter()
                 slot = ring.begin(index, shape3)  # decode straight into shared memory: no copy of the frame
                 frame = src.read(into=slot)
                 now = time.monotonic()
@@ -127,7 +130,12 @@ class CaptureStage:
                 if frame is None:
                     ring.abort(index)
                     if src.ended:
-                        break
+                        played += 1
+                        if played >= self.loops:
+                            break
+                        src.close()
+                        src = VideoSource(parse_source(self.source), self.settings.reconnect_max_delay, threads)
+                        src.open()
                     continue
                 ts = time.time()
                 if frame is slot:
@@ -139,8 +147,9 @@ class CaptureStage:
                     if frame.shape[:2] != shape:
                         frame = cv2.resize(frame, (shape[1], shape[0]))
                     ring.write(frame, index, ts, stream=self.stream, index=index)
+                busy = time.perf_counter() - t0  # decode (and the status check): capture's cost per frame
                 ctx.put(Record(seq=index, ts=ts, stream=self.stream, index=index))
-                ctx.metrics.tick(ts=ts)
+                ctx.metrics.tick(busy=busy, ts=ts)
                 index += 1
         finally:
             src.close()
@@ -156,9 +165,15 @@ class _Batched(_Wrapper):
 
 
 class DetectStage(_Batched):
-    def __init__(self, settings: Settings, ring_sizes: list[tuple[int, int]] | None = None) -> None:
+    """Detection; on the GPU also the alignment (``align_on_gpu``: crops cut from the uploaded frame, which the
+    align stage then passes on), when the queue after it was sized for crops."""
+
+    def __init__(self, settings: Settings, ring_sizes: list[tuple[int, int]] | None = None,
+                 align_on_gpu: bool = False) -> None:
         super().__init__(settings, settings.detect_batch)
         self.ring_sizes = ring_sizes or []
+        self.align_on_gpu = align_on_gpu
+        self.align_here = False
 
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
@@ -166,10 +181,12 @@ class DetectStage(_Batched):
 
         self.detect = Detect(self.settings, threads=stage_threads(self.settings))
         pinned = sum(self.detect.register_frames(ring.memory()) for ring in ctx.rings.values())
+        self.align_here = self.align_on_gpu and self.detect.aligns
         for h, w in dict.fromkeys(self.ring_sizes or [(ctx.ring.spec.height, ctx.ring.spec.width)]):
             self.detect.warmup(h, w, self.batch_size)
-        log.info("detector: %s %s%s", self.settings.detector_model, self.detect.backend.describe(),
-                 f"; {pinned} frame ring(s) page-locked for direct uploads" if pinned else "")
+        log.info("detector: %s %s%s%s", self.settings.detector_model, self.detect.backend.describe(),
+                 f"; {pinned} frame ring(s) page-locked for direct uploads" if pinned else "",
+                 "; faces aligned on the GPU" if self.align_here else "")
 
     def teardown(self) -> None:
         detect = getattr(self, "detect", None)
@@ -187,25 +204,35 @@ class DetectStage(_Batched):
             kept.append(rec)
         if not kept:
             return []
+        crops: list[np.ndarray] | None = [] if self.align_here else None
         found = self.detect.detect_checked(
-            views, lambda: [ctx.rings[ring_name(r.stream)].still_valid(r.seq) for r in kept])
+            views, lambda: [ctx.rings[ring_name(r.stream)].still_valid(r.seq) for r in kept], crops)
         out = []
-        for rec, dets in zip(kept, found):
+        for k, (rec, dets) in enumerate(zip(kept, found)):
             if dets is None:  # overwritten while we read it: drop, never use torn pixels
                 ctx.metrics.drop()
                 continue
-            out.append(faces_record(rec, Faces(dets.boxes, dets.scores, dets.landmarks)))
+            extra = {"crops": crops[k]} if crops else {}
+            out.append(faces_record(rec, Faces(dets.boxes, dets.scores, dets.landmarks), **extra))
         return out
 
 
 class AlignStage(_Wrapper):
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
+        import cv2
+
         from app.stages.align import Align
+
+        # one thread: a 112x112 warp is too small to share out, and OpenCV's pool (a thread per core) spun
+        # 4.5 of the H100 machine's 16 cores for 1 ms of work per frame, cores the video decoder needed
+        cv2.setNumThreads(1)
 
         self.align = Align()
 
     def process(self, rec: Record, ctx: StageContext) -> Record | None:
+        if "crops" in rec.arrays:  # aligned on the GPU by detect: nothing to warp
+            return rec
         faces = _faces(rec)
         ring = ctx.rings[ring_name(rec.stream)]
         view = ring.view(rec.seq)
@@ -223,6 +250,7 @@ class EmbedTrackStage(_Batched):
     def __init__(self, settings: Settings, fps: dict[int, float]) -> None:
         super().__init__(settings, settings.detect_batch)  # frames per batch; their faces go in EMBED_BATCH chunks
         self.fps = fps
+        self.held: tuple | None = None  # (records, pending embedding) of the batch handed on after the next
 
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
@@ -236,9 +264,25 @@ class EmbedTrackStage(_Batched):
                  self.embed.backend.describe(), every)
 
     def process_batch(self, recs: list[Record], ctx: StageContext) -> list[Record]:
-        faces = self.embed.batch([(_faces(r), r.arrays["crops"], r.stream, r.index) for r in recs])
+        """Track this batch and start its embedding; hand on the batch before it. When nothing else is queued
+        (live: no frame waits for one that may not come) or the embedder cannot run in the background (CPU),
+        this batch is finished at once too."""
+        pending = self.embed.submit([(_faces(r), r.arrays["crops"], r.stream, r.index) for r in recs])
+        out = self.finish(ctx)
+        if self.embed.overlaps and any(q.qsize() for q in ctx.inputs.values()):  # overlap the GPU with the next
+            self.held = (recs, pending)
+        else:
+            out += self._records(recs, pending)
+        return out
+
+    def finish(self, ctx: StageContext | None = None) -> list[Record]:
+        """The batch held back, finished (also at the end of the stream)."""
+        held, self.held = self.held, None
+        return self._records(*held) if held else []
+
+    def _records(self, recs: list[Record], pending) -> list[Record]:
         out = []
-        for rec, f in zip(recs, faces):
+        for rec, f in zip(recs, self.embed.collect(pending)):
             o = faces_record(rec, f)
             o.meta["removed"] = getattr(f, "removed", [])
             out.append(o)

@@ -11,6 +11,7 @@ embedding (IDENTITY_BREAK), it gets a new id and the old identity is forgotten.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +21,16 @@ from app.tracking.bytetrack import ByteTracker
 from app.tracking.identity import TrackIdentities
 from app.types import Faces
 from engines.model_zoo import load_embedder
+
+
+@dataclass
+class Pending:
+    """A submitted batch: its frames, their tracking, faces embedded per frame, and the wait for the vectors."""
+
+    items: list
+    plans: list
+    counts: list[int]
+    embeddings: Callable[[], np.ndarray]
 
 
 class EmbedTrack:
@@ -47,10 +58,11 @@ class EmbedTrack:
         CPU, run the largest batch once, so the runtime's memory arena reaches its size now and not halfway
         through a run (measured: +58 MB of RSS in the 20 s after warm-up without it)."""
         if self.backend.on_gpu:
-            b = 1
-            while b <= self.settings.embed_batch:
+            sizes = getattr(self.embedder, "buckets", None)  # the GPU adapter's padded sizes: one graph each
+            if not sizes:
+                sizes = [1 << k for k in range(self.settings.embed_batch.bit_length())]
+            for b in sizes:
                 self.embedder.embed(np.zeros((b, 112, 112, 3), np.uint8))
-                b *= 2
         else:
             self.embedder.embed(np.zeros((self.settings.embed_batch, 112, 112, 3), np.uint8))
 
@@ -92,15 +104,35 @@ class EmbedTrack:
 
     def batch(self, items: list[tuple[Faces, np.ndarray, int, int | None]]) -> list[Faces]:
         """Several frames (of any streams) at once: track each, then embed every face due in one batch."""
+        return self.collect(self.submit(items))
+
+    @property
+    def overlaps(self) -> bool:
+        """``submit`` returns while the embedding still runs (the GPU adapter): worth holding a batch back."""
+        return self.backend.on_gpu and hasattr(self.embedder, "embed_async")
+
+    def submit(self, items: list[tuple[Faces, np.ndarray, int, int | None]]) -> Pending:
+        """Track each frame and start embedding the faces due; ``collect`` finishes. Between the two the caller
+        may take and track the next batch while the GPU embeds this one. Batches are collected in the order
+        they were submitted, at most two outstanding."""
         plans = [self._track(faces, stream, index) for faces, _, stream, index in items]
         picked = [crops[rows[due]] for (_, crops, _, _), (_, rows, _, due) in zip(items, plans)]
-        total = sum(len(p) for p in picked)
-        embeddings = (self.embedder.embed(np.concatenate(picked)) if total
-                      else np.zeros((0, 512), np.float32))
+        counts = [len(p) for p in picked]
+        if not sum(counts):
+            return Pending(items, plans, counts, lambda: np.zeros((0, 512), np.float32))
+        crops = np.concatenate(picked)
+        start = getattr(self.embedder, "embed_async", None)
+        if start is not None:
+            return Pending(items, plans, counts, start(crops))
+        embeddings = self.embedder.embed(crops)
+        return Pending(items, plans, counts, lambda: embeddings)
+
+    def collect(self, pending: Pending) -> list[Faces]:
+        embeddings = pending.embeddings()
         out, at = [], 0
-        for (faces, _, stream, index), plan, p in zip(items, plans, picked):
-            out.append(self._finish(faces, stream, index, plan, embeddings[at:at + len(p)]))
-            at += len(p)
+        for (faces, _, stream, index), plan, n in zip(pending.items, pending.plans, pending.counts):
+            out.append(self._finish(faces, stream, index, plan, embeddings[at:at + n]))
+            at += n
         return out
 
     def _track(self, faces: Faces, stream: int, frame_index: int | None):

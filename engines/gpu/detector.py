@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.align import CROP_SIZE
 from engines.detectors.base import PRE_NMS_TOPK, _parse_size, round_up
 from engines.detectors.retinaface import MEAN_BGR, VARIANCES, prior_boxes
+from engines.gpu.align import warp_faces
 from engines.gpu.optimize import GraphedCallable, prepare_module
 from engines.letterbox import LetterboxInfo, letterbox_info
 from engines.types import Detections
@@ -287,10 +289,19 @@ class GpuRetinaFace:
         """Faces in each uint8 BGR (H, W, 3) frame, in that frame's pixels. Frames of one size share one
         upload and one graph replay; mixed sizes are grouped by size."""
         if isinstance(frames, np.ndarray) and frames.ndim == 4:
-            return self._detect_same_size(frames)
-        frames = list(frames)
+            return self._detect_same_size(frames)[0]
+        return self._detect_groups(list(frames), align=False)[0]
+
+    def detect_align_batch(self, frames: list[np.ndarray], size: int = CROP_SIZE
+                           ) -> tuple[list[Detections], list[np.ndarray]]:
+        """``detect_batch`` plus each face's aligned crop (n_i, size, size, 3) uint8, warped on the GPU from the
+        frame already uploaded for detection (as ``engines.align.align_faces`` does on the CPU)."""
+        return self._detect_groups(list(frames), align=True, size=size)
+
+    def _detect_groups(self, frames: list[np.ndarray], align: bool, size: int = CROP_SIZE
+                       ) -> tuple[list[Detections], list[np.ndarray]]:
         if not frames:
-            return []
+            return [], []
         for f in frames:
             if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
                 raise ValueError(f"detector expects uint8 BGR images (H, W, 3), got {f.dtype} {f.shape}")
@@ -298,6 +309,7 @@ class GpuRetinaFace:
         for i, f in enumerate(frames):
             groups.setdefault(f.shape[:2], []).append(i)
         results: list[Detections | None] = [None] * len(frames)
+        crops: list[np.ndarray | None] = [None] * len(frames)
         for idx in groups.values():
             h, w = frames[idx[0]].shape[:2]
             if self._graphs.enabled and all(self._registered_frame(frames[i]) for i in idx):
@@ -305,17 +317,19 @@ class GpuRetinaFace:
                 for j, i in enumerate(idx):  # DMA from the ring slot into the graph's input: no host copy
                     static[j].copy_(torch.from_numpy(frames[i]), non_blocking=True)
                 found = self._finish(self._graphs.replay(static), self._plan(len(idx), h, w))  # syncs: reads done
-                for i, det in zip(idx, found):
-                    results[i] = det
-                continue
-            buf = self.host_buffer(len(idx), h, w)
-            for j, i in enumerate(idx):
-                buf[j] = frames[i]
-            for i, det in zip(idx, self._detect_same_size(buf)):
-                results[i] = det
-        return results  # type: ignore[return-value]
+                on_device = static
+            else:
+                buf = self.host_buffer(len(idx), h, w)
+                for j, i in enumerate(idx):
+                    buf[j] = frames[i]
+                found, on_device = self._detect_same_size(buf)
+            warped = warp_faces(on_device, [d.landmarks for d in found], size) if align else [None] * len(idx)
+            for i, det, c in zip(idx, found, warped):
+                results[i], crops[i] = det, c
+        return results, crops  # type: ignore[return-value]
 
-    def _detect_same_size(self, frames: np.ndarray) -> list[Detections]:
+    def _detect_same_size(self, frames: np.ndarray) -> tuple[list[Detections], torch.Tensor]:
+        """Faces in (B, H, W, 3) frames, and the frames as uploaded (valid until the next call)."""
         if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"detector expects uint8 BGR frames (B, H, W, 3), got {frames.dtype} {frames.shape}")
         b, h, w, _ = frames.shape
@@ -324,10 +338,11 @@ class GpuRetinaFace:
             parallel_copy(self.host_buffer(b, h, w), frames)
             pinned = self._pinned[frames.shape]
         if not self._graphs.enabled:
-            return self.detect_tensor(pinned.to(self.device))
+            on_device = pinned.to(self.device)
+            return self.detect_tensor(on_device), on_device
         static = self._static_input(b, h, w)
         static.copy_(pinned, non_blocking=True)  # the upload lands in the graph's own input: no device copy
-        return self._finish(self._graphs.replay(static), self._plan(b, h, w))
+        return self._finish(self._graphs.replay(static), self._plan(b, h, w)), static
 
     def _static_input(self, b: int, h: int, w: int) -> torch.Tensor:
         """The (b, h, w, 3) uint8 device input of that shape's CUDA graph (captured on first use)."""

@@ -1,6 +1,6 @@
 """ArcFace on the GPU: uint8 crops (or a frame plus landmarks) in, L2-normalised embeddings out.
 
-Batches are padded up to a fixed bucket (1, 8, 32, 128 by default) so a handful of CUDA graphs cover
+Batches are padded up to a fixed bucket (``DEFAULT_BUCKETS``) so a handful of CUDA graphs cover
 every batch size: padding a batch of 5 to 8 costs less than launching an un-graphed forward pass.
 Each graph holds the whole step: BGR→RGB, (x − 127.5) / 127.5, the FP16 channels_last network and
 the L2 normalisation; only the (N, 512) float32 result is copied back. ``embed_aligned`` also does
@@ -10,7 +10,7 @@ frame at once, the same transform as ``engines.align`` (insightface's ``norm_cro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.align import CROP_SIZE, estimate_norms
+from engines.gpu.align import sampling_grid_theta
 from engines.gpu.optimize import GraphedCallable, prepare_module
 from engines.recognizers.arcface import INPUT_MEAN, INPUT_STD
 
-DEFAULT_BUCKETS = (1, 8, 32, 128)
+#: a batch pads up to the next of these: finer steps at the sizes that frames of many faces bring (a batch of
+#: 8 frames of ~10 faces is 80: padded to 96 rather than 128)
+DEFAULT_BUCKETS = (1, 8, 16, 32, 64, 96, 128)
 
 
 def bucket_for(n: int, buckets: Sequence[int]) -> int:
@@ -31,34 +34,6 @@ def bucket_for(n: int, buckets: Sequence[int]) -> int:
         if n <= b:
             return b
     return buckets[-1]
-
-
-def sampling_grid_theta(transforms: np.ndarray, frame_hw: tuple[int, int], size: int = CROP_SIZE) -> np.ndarray:
-    """``F.affine_grid`` matrices (N, 2, 3) for crops made by cv2.warpAffine with forward transforms
-    ``transforms`` (N, 2, 3) (frame pixels → crop pixels).
-
-    warpAffine fills crop pixel p from frame point M⁻¹·p (pixel centres at integer coordinates);
-    affine_grid (align_corners=False) works in normalised coordinates where pixel i of n sits at
-    (2i + 1)/n − 1. So theta = N_frame · M⁻¹ · N_crop⁻¹. Degenerate transforms (all-zero, from
-    coincident landmarks) point every sample far outside the frame: a black crop, as ``engines.align`` gives.
-    """
-    m = np.asarray(transforms, dtype=np.float64).reshape(-1, 2, 3)
-    n = len(m)
-    full = np.zeros((n, 3, 3))
-    full[:, :2] = m
-    full[:, 2, 2] = 1.0
-    det = full[:, 0, 0] * full[:, 1, 1] - full[:, 0, 1] * full[:, 1, 0]
-    ok = np.abs(det) > 1e-12
-    inv = np.zeros_like(full)
-    inv[ok] = np.linalg.inv(full[ok])
-    h, w = frame_hw
-
-    def norm(width: float, height: float) -> np.ndarray:  # pixel index → normalised coordinate
-        return np.array([[2.0 / width, 0, 1.0 / width - 1], [0, 2.0 / height, 1.0 / height - 1], [0, 0, 1]])
-
-    theta = norm(w, h) @ inv @ np.linalg.inv(norm(size, size))
-    theta[~ok] = np.array([[0, 0, -10.0], [0, 0, -10.0], [0, 0, 1]])
-    return theta[:, :2].astype(np.float32)
 
 
 class GpuArcFace:
@@ -97,7 +72,10 @@ class GpuArcFace:
         self._from_uint8 = GraphedCallable(self._forward_uint8, enabled=enabled)
         self._from_float = GraphedCallable(self._forward_float, enabled=enabled)
         self._static: dict[tuple, torch.Tensor] = {}
-        self._pinned: torch.Tensor | None = None
+        self._pinned: list[tuple[torch.Tensor, torch.Tensor] | None] = [None, None]  # two staging pairs
+        self._done: list[torch.cuda.Event | None] = [None, None]  # when each pair's last call finished
+        self._slot = 1
+        self._uses = [0, 0]  # calls per staging pair: a result fetched too late is an error, not wrong numbers
 
     @classmethod
     def from_onnx(cls, onnx_path: str | Path, **kwargs) -> GpuArcFace:
@@ -143,27 +121,63 @@ class GpuArcFace:
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """L2-normalised (N, 512) float32 embeddings of aligned uint8 BGR crops (N, 112, 112, 3)."""
+        return self.embed_async(crops)()
+
+    def embed_async(self, crops: np.ndarray) -> Callable[[], np.ndarray]:
+        """Start embedding ``crops`` (as ``embed``) and return at once a function that waits for the result.
+
+        The caller does its CPU work while the GPU runs (the embed+track stage tracks the next batch). Two
+        calls may be in flight: each uses one of two pinned staging pairs (crops in, embeddings out); a third
+        call first waits for the oldest to finish, so a result must be fetched before the call after next.
+        """
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
             raise ValueError(f"crops must be uint8 (N, H, W, 3) BGR, got {crops.dtype} {crops.shape}")
-        out = np.empty((len(crops), self.embedding_size), dtype=np.float32)
+        n = len(crops)
+        if self.device.type != "cuda":  # CPU (tests): nothing to overlap
+            out = self._embed_now(crops)
+            return lambda: out
+        slot = self._slot = 1 - self._slot
+        done = self._done[slot]
+        if done is not None:
+            done.synchronize()  # the staging pair of the call before last is free again
+        host_in, host_out = self._staging(slot, n, crops.shape[1:])
+        np.copyto(host_in[:n].numpy(), crops)
         step = self.buckets[-1]
-        for i in range(0, len(crops), step):
-            chunk = crops[i:i + step]
-            host = self._host(chunk.shape)
-            np.copyto(host[: len(chunk)].numpy(), chunk)
-            emb = self._run(self._from_uint8, host[: len(chunk)])  # pinned host → graph input, one copy
-            out[i:i + len(chunk)] = emb.cpu().numpy()
-        return out
+        for i in range(0, n, step):
+            emb = self._run(self._from_uint8, host_in[i:i + step][: n - i])  # pinned host → graph input
+            host_out[i:i + len(emb)].copy_(emb, non_blocking=True)  # queued before the next replay reuses it
+        event = self._done[slot] = torch.cuda.Event()
+        event.record()
+        self._uses[slot] += 1
+        use = self._uses[slot]
 
-    def _host(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Pinned staging buffer for uploads (reused: each ``embed`` chunk ends with a sync)."""
-        need = (self.buckets[-1], *shape[1:])
-        if self._pinned is None or tuple(self._pinned.shape) != need:
-            self._pinned = torch.empty(need, dtype=torch.uint8, pin_memory=self.device.type == "cuda")
-        return self._pinned
+        def result() -> np.ndarray:
+            if self._uses[slot] != use:
+                raise RuntimeError("embed_async: result fetched after its staging buffers were reused")
+            event.synchronize()
+            return host_out[:n].numpy().copy()
+
+        return result
+
+    def _embed_now(self, crops: np.ndarray) -> np.ndarray:
+        step = self.buckets[-1]
+        parts = [self._run(self._from_uint8, torch.from_numpy(np.ascontiguousarray(crops[i:i + step]))).numpy()
+                 for i in range(0, len(crops), step)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.embedding_size), np.float32)
+
+    def _staging(self, slot: int, n: int, crop_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pinned buffers of pair ``slot`` holding at least ``n`` crops / embeddings (grown by doubling)."""
+        have = self._pinned[slot]
+        if have is None or len(have[0]) < n or tuple(have[0].shape[1:]) != tuple(crop_shape):
+            size = max(self.buckets[-1], 1 << (max(n, 1) - 1).bit_length())
+            have = self._pinned[slot] = (
+                torch.empty((size, *crop_shape), dtype=torch.uint8, pin_memory=True),
+                torch.empty((size, self.embedding_size), dtype=torch.float32, pin_memory=True),
+            )
+        return have
 
     def align_tensor(self, frame: torch.Tensor, landmarks: np.ndarray, size: int = CROP_SIZE) -> torch.Tensor:
         """Aligned crops (N, 3, size, size) float32 BGR (0..255, not rounded) from a (H, W, 3) uint8 frame
@@ -196,4 +210,5 @@ class GpuArcFace:
         self._from_uint8.reset()
         self._from_float.reset()
         self._static.clear()
-        self._pinned = None
+        self._pinned = [None, None]
+        self._done = [None, None]

@@ -77,3 +77,60 @@ def test_a_batch_of_two_streams_equals_two_separate_calls(checkpoint_dir, obama)
         np.testing.assert_allclose(a.embeddings, c.embeddings, atol=1e-5)
         np.testing.assert_allclose(b.embeddings, d.embeddings, atol=1e-5)
     assert calls == [2, 2, 2]  # one embedder call per batch, both streams' faces in it
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.waiting = 0
+
+    def qsize(self) -> int:
+        return self.waiting
+
+
+class _Ctx:
+    def __init__(self) -> None:
+        self.inputs = {"crops": _Queue()}
+
+
+def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(checkpoint_dir, obama,
+                                                                               monkeypatch):
+    """On a GPU embed+track overlaps a batch's embedding with taking the next one: it hands on the batch
+    before, finishes at once when nothing else is queued, and its end-of-stream ``finish`` hands on what it
+    holds. The records that come out are the same, in the same order, as one batch at a time. On a CPU
+    (nothing runs in the background) it never holds a batch."""
+    from app.runtime.shm import Record
+    from app.runtime.stages import EmbedTrackStage
+
+    faces, crops = obama
+    settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
+    stage = EmbedTrackStage(settings, {0: 30.0})
+    stage.embed = EmbedTrack(settings)
+    reference = EmbedTrack(settings)
+    ctx = _Ctx()
+
+    def recs(first: int, n: int) -> list[Record]:
+        return [Record(seq=i, ts=0.0, stream=0, index=i, arrays={**faces.arrays(), "crops": crops})
+                for i in range(first, first + n)]
+
+    ctx.inputs["crops"].waiting = 3
+    assert not stage.embed.overlaps and [r.seq for r in stage.process_batch(recs(0, 2), ctx)] == [0, 1]
+    stage.embed, reference = EmbedTrack(settings), EmbedTrack(settings)
+    monkeypatch.setattr(EmbedTrack, "overlaps", property(lambda self: True))  # as the GPU adapter
+
+    ctx.inputs["crops"].waiting = 3  # more queued: this batch is held
+    assert stage.process_batch(recs(0, 2), ctx) == []
+    out = stage.process_batch(recs(2, 2), ctx)  # still more queued: the first batch comes out
+    assert [r.seq for r in out] == [0, 1]
+    ctx.inputs["crops"].waiting = 0  # nothing queued: the held batch and this one both come out
+    out += stage.process_batch(recs(4, 1), ctx)
+    assert [r.seq for r in out] == [0, 1, 2, 3, 4] and stage.finish(ctx) == []
+    ctx.inputs["crops"].waiting = 1
+    assert stage.process_batch(recs(5, 1), ctx) == []
+    out += stage.finish(ctx)  # end of stream
+    assert [r.seq for r in out] == [0, 1, 2, 3, 4, 5]
+    want = reference.batch([(faces, crops, 0, i) for i in range(2)])
+    want += reference.batch([(faces, crops, 0, i) for i in range(2, 4)])
+    want += reference.batch([(faces, crops, 0, 4)]) + reference.batch([(faces, crops, 0, 5)])
+    for rec, w in zip(out, want):
+        assert np.array_equal(rec.arrays["track_ids"], w.track_ids)
+        np.testing.assert_allclose(rec.arrays["embeddings"], w.embeddings, atol=1e-5)

@@ -167,6 +167,38 @@ def test_frames_in_a_page_locked_ring_upload_directly_and_give_the_same_faces(re
         np.testing.assert_allclose(g.boxes, e.boxes, atol=0.05)
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("device,precision", MODES)
+def test_detect_align_batch_cuts_the_crops_the_cpu_warp_cuts(retinaface_net, photos, device, precision):
+    """Crops warped on the device from the frames uploaded for detection (mixed sizes, the staging path, and
+    on CUDA the page-locked ring) equal engines.align's cv2 crops of the same landmarks to within one level."""
+    from app.runtime.shm import FrameRing
+
+    detector = GpuRetinaFace(retinaface_net, device=device, precision=precision)
+    frames = [photos["six_people.jpg"], photos["obama-720p.jpg"], photos["two_people.jpg"], photos["obama-240p.jpg"]]
+    dets, crops = detector.detect_align_batch(frames)
+    assert [len(c) for c in crops] == [len(d) for d in dets] and sum(map(len, dets)) >= 9
+    for frame, det, got in zip(frames, dets, crops):
+        want = align_faces(frame, det.landmarks)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.3, (diff.max(), diff.mean())
+    for d, b in zip(dets, detector.detect_batch(frames)):  # the detections are detect_batch's
+        np.testing.assert_allclose(d.boxes, b.boxes, atol=1e-3)
+    if device != "cuda":
+        return
+    frame = frames[0]
+    with FrameRing.create(slots=2, height=frame.shape[0], width=frame.shape[1]) as ring:
+        assert detector.register_host_memory(ring.memory())
+        ring.write(frame, seq=0, ts=0.0)
+        view = ring.view(0)
+        ring_dets, ring_crops = detector.detect_align_batch([view])
+        del view
+        detector.unregister_host_memory()
+    assert len(ring_dets[0]) == len(dets[0])
+    assert np.abs(ring_crops[0].astype(int) - crops[0].astype(int)).max() <= 1
+
+
 def test_torch_nms_equals_numpy_nms():
     rng = np.random.default_rng(0)
     for n in (0, 1, 7, 300):
@@ -211,6 +243,24 @@ def test_embedder_matches_numpy_adapter(mobilefacenet, faces, device, precision)
         assert cos.min() > (0.999 if precision == "fp16" else 0.99999), cos
     big = np.concatenate([crops] * 4)  # more than the largest bucket: split into chunks
     np.testing.assert_allclose(gpu.embed(big)[-len(crops):], gpu.embed(crops), atol=2e-3)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("device,precision", MODES)
+def test_embed_async_two_in_flight_give_what_embed_gives(mobilefacenet, faces, device, precision):
+    gpu = GpuArcFace(mobilefacenet, device=device, precision=precision, buckets=(1, 8, 32))
+    crops = np.concatenate([c for _, _, c in faces])
+    a, b = crops[:7], crops[::-1].copy()  # different sizes and faces, one over the largest bucket when x4
+    first = gpu.embed_async(a)
+    second = gpu.embed_async(np.concatenate([b] * 4))
+    np.testing.assert_allclose(first(), gpu.embed(a), atol=2e-3)  # the pair of "first" was not reused yet
+    np.testing.assert_allclose(second()[-len(b):], gpu.embed(b), atol=2e-3)
+    if device == "cuda":  # three calls later the staging pair of ``stale`` holds another batch: refused
+        stale = gpu.embed_async(a)
+        gpu.embed_async(b)
+        gpu.embed_async(b)
+        with pytest.raises(RuntimeError, match="reused"):
+            stale()
 
 
 @pytest.mark.timeout(600)
