@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     env = fault_env(a.env.resolve(), a.out, RECONNECT_MAX_DELAY=1)
     log = a.out / "tracks.jsonl"
+    log.unlink(missing_ok=True)  # a log left by an earlier run in --out would pass the wait for the first frames
     src = MjpegSource(encode_video(a.video), fps=a.fps).start()
     samples: list[dict] = []
     with live_run(env, src, "--headless", "--live", "--log-tracks", str(log)) as proc:
