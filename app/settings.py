@@ -143,7 +143,7 @@ class Settings:
         asking for 16 threads (256 threads) gave bursts of latency that 2 each do not."""
         if self.decode_threads:
             return self.decode_threads
-        return max(2, min(8, (os.cpu_count() or 2) // max(1, len(self.sources))))
+        return max(2, min(8, usable_cores() // max(1, len(self.sources))))
 
     @property
     def sources(self) -> list[str]:
@@ -161,6 +161,14 @@ class Settings:
             lines.append(f"# {meta['help']}{choices}")
             lines.append(f"{meta['key']}={default}")
         return "\n".join(lines) + "\n"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count where the OS says)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 2
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -323,7 +323,7 @@ def cmd_bench_pipeline(args) -> int:
     for r in result.get("streams", []):
         print(f"{r['streams']:3d} live streams: slowest {r['min_fps']:.1f} fps (source {r['source_fps']:.0f}), "
               f"shown {r['shown_pct']:.1f} %, worst p99 {r['worst_p99_ms']:.0f} ms, bottleneck {r['bottleneck']} "
-              f"(waits {r['waiting'][r['bottleneck']] * 100:.0f} %) -> "
+              f"(waits {r['waiting'].get(r['bottleneck'], 0.0) * 100:.0f} %) -> "
               f"{'keeps up' if r['keeps_up'] else 'falls behind'}")
         print("     busy ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ms_per_frame"].items()))
         print("     waiting in queues: " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in r["waiting"].items()))

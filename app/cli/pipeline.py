@@ -45,9 +45,9 @@ def check_shared_memory(needed: int, streams: int, every: bool, folder: str = "/
     free = st.f_bavail * st.f_frsize
     if needed > free * 0.9:
         hint = "lower QUEUE_SIZE" if every else "use fewer streams"
-        raise FacestreamError(f"the frame rings of {streams} stream(s) need {needed / 2**20:.0f} MiB of {folder} but "
-                              f"only {free / 2**20:.0f} MiB is free: give the container more (docker: shm_size) or "
-                              f"{hint}")
+        raise FacestreamError(f"the frame rings and queues of {streams} stream(s) need {needed / 2**20:.0f} MiB of "
+                              f"{folder} but only {free / 2**20:.0f} MiB is free: give the container more "
+                              f"(docker: shm_size) or {hint}")
 
 
 def every_frame_mode(settings: Settings, args, live: bool) -> bool:
@@ -90,19 +90,21 @@ def build_pipeline(settings: Settings, args):
     in_hand = 3 * settings.detect_batch + 4  # a batch in detect, two in embed+track (one held while the next runs)
     slots = 5 * q + in_hand + 4 if every else min(5 * q + 8, max(16, 2 * math.ceil(5 * q / streams) + 8))
     n = settings.max_faces
-    check_shared_memory(sum(slots * w * h * 3 for w, h, _ in probes), streams, every)
+    # a PyTorch detector that lands on a GPU also aligns the faces there (DetectStage): its records carry the crops
+    align_on_gpu = settings.detector_backend == "pytorch" and settings.device != "cpu"
+    queues = {"detections": 65536 + n * ((CROP_BYTES if align_on_gpu else 0) + 64),
+              "crops": 65536 + n * (CROP_BYTES + 64), "tracks": 65536 + n * (EMBED_BYTES + 96),
+              "named": 65536 + n * 160}  # slot bytes: room for MAX_FACES faces
+    check_shared_memory(sum(slots * w * h * 3 for w, h, _ in probes) + q * (4096 + sum(queues.values())),
+                        streams, every)
     pipe = Pipeline()
     rings = []
     for i, (w, h, _fps) in enumerate(probes):
         pipe.ring(ring_name(i), slots=slots, height=h, width=w)
         rings.append(ring_name(i))
     pipe.queue("frames", capacity=q, slot_bytes=4096, policy="block" if every else "drop_oldest")
-    # a PyTorch detector that lands on a GPU also aligns the faces there (DetectStage): its records carry the crops
-    align_on_gpu = settings.detector_backend == "pytorch" and settings.device != "cpu"
-    pipe.queue("detections", q, slot_bytes=65536 + n * ((CROP_BYTES if align_on_gpu else 0) + 64))
-    pipe.queue("crops", q, slot_bytes=65536 + n * (CROP_BYTES + 64))
-    pipe.queue("tracks", q, slot_bytes=65536 + n * (EMBED_BYTES + 96))
-    pipe.queue("named", q, slot_bytes=65536 + n * 160)
+    for name, slot_bytes in queues.items():
+        pipe.queue(name, q, slot_bytes=slot_bytes)
     for i, spec in enumerate(specs):
         pipe.stage(f"capture{i}" if streams > 1 else "capture",
                    CaptureStage(settings, spec.raw, i, args.max_frames, getattr(args, "realtime", False),

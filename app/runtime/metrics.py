@@ -25,7 +25,7 @@ STATUS_NAMES = ("idle", "running", "finished", "stopped", "failed", "starting") 
 ROW = np.dtype([
     ("items", "<i8"), ("busy", "<f8"), ("drops", "<i8"), ("depth", "<i8"),
     ("last_latency", "<f8"), ("lat_count", "<i8"), ("pid", "<i8"), ("status", "<i8"), ("restarts", "<i8"),
-    ("started", "<f8"), ("updated", "<f8"), ("get_s", "<f8"), ("put_s", "<f8"),
+    ("started", "<f8"), ("updated", "<f8"), ("first", "<f8"), ("get_s", "<f8"), ("put_s", "<f8"),
     ("name", "S32"), ("error", "S256"), ("latencies", "<f4", (LATENCIES,)),
 ], align=True)
 
@@ -55,15 +55,17 @@ class StageStats:
     restarts: int
     error: str
     busy_s: float = 0.0  # seconds spent working since the stage started (not the setup): per-item cost = busy_s / items
-    get_s: float = 0.0  # seconds spent waiting for (and taking) input records: high when starved by the stage before
+    get_s: float = 0.0  # seconds spent waiting for (and taking) input records since the first one came: high when
+    #                     starved by the stage before
     put_s: float = 0.0  # seconds spent handing records on: high when the stage after cannot keep up
-    run_s: float = 0.0  # seconds from the end of setup to the last item
+    run_s: float = 0.0  # seconds from the first item done to the last (set-up and the wait for the others excluded)
 
     @property
     def waiting(self) -> float:
         """Share of its running time the stage spent in its queues rather than working: the stage that waits
-        least is the pipeline's bottleneck."""
-        return (self.get_s + self.put_s) / self.run_s if self.run_s > 0 else 0.0
+        least is the pipeline's bottleneck. Counted from its first item, so that stages whose set-up ended
+        early (waiting for the slowest to load its models) are not taken for starved ones."""
+        return min(1.0, (self.get_s + self.put_s) / self.run_s) if self.run_s > 0 else 0.0
 
 
 class StageMetrics:
@@ -81,6 +83,8 @@ class StageMetrics:
         row["busy"] += busy
         now = time.time()
         row["updated"] = now
+        if not row["first"][0]:
+            row["first"] = now - busy  # the queue clocks' start: when the first item's work began
         if ts is not None and ts > 0:
             lat = now - ts
             k = int(row["lat_count"][0])
@@ -191,7 +195,7 @@ class Metrics:
                 fps=fps, busy=frac, drops=int(r["drops"]), depth=int(r["depth"]), latency=float(r["last_latency"]),
                 latency_p50=p50, latency_p99=p99, restarts=int(r["restarts"]),
                 error=r["error"].decode("utf-8", "replace"), busy_s=busy, get_s=float(r["get_s"]),
-                put_s=float(r["put_s"]), run_s=max(0.0, float(r["updated"]) - float(r["started"])),
+                put_s=float(r["put_s"]), run_s=max(0.0, float(r["updated"]) - float(r["first"])) if r["first"] else 0.0,
             ))
         return out
 

@@ -87,6 +87,7 @@ class StageContext:
         self._rr = 0
         self._ended = False
         self._parent = mp.parent_process()
+        self._taken = False  # a record has come in: from here the wait for input is the queue clock's
         self._next_parent_check = 0.0
 
     # -- stopping ---------------------------------------------------------------------------------------
@@ -122,8 +123,18 @@ class StageContext:
             raise ValueError(f"stage {self.name} has no inputs")
         t0 = time.perf_counter()
         try:
-            return self._get(timeout)
-        finally:
+            rec = self._get(timeout)
+        except BaseException:
+            self._count_wait(t0)
+            raise
+        self._count_wait(t0)
+        if rec is not None:
+            self._taken = True
+        return rec
+
+    def _count_wait(self, t0: float) -> None:
+        """Time in ``get`` counts from the first record on: before it the stage waits for the others' set-up."""
+        if self._taken:
             self.metrics.waited(get=time.perf_counter() - t0)
 
     def _get(self, timeout: float | None) -> Record | None:

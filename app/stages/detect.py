@@ -6,12 +6,11 @@ of candidate boxes, which would otherwise cross a process boundary.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
 
-from app.settings import Settings
+from app.settings import Settings, usable_cores
 from engines.model_zoo import load_detector
 from engines.types import Detections
 
@@ -31,7 +30,7 @@ def model_kwargs(settings: Settings, warn: Callable[[str], None] | None = None, 
 
 def stage_threads(settings: Settings) -> int:
     """CPU threads for one of the two inference stages that run side by side in the pipeline."""
-    return settings.infer_threads or max(1, (os.cpu_count() or 2) // 2)
+    return settings.infer_threads or max(1, usable_cores() // 2)
 
 
 class Detect:

@@ -150,7 +150,7 @@ class GpuArcFace:
             emb = self._run(self._from_uint8, host_in[i:i + step][: n - i])  # pinned host → graph input
             host_out[i:i + len(emb)].copy_(emb, non_blocking=True)  # queued before the next replay reuses it
         event = self._done[slot] = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))  # this device's stream, whichever device is current
         self._uses[slot] += 1
         use = self._uses[slot]
 

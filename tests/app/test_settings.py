@@ -52,11 +52,11 @@ def test_sources_split_on_commas():
 
 
 def test_decoder_threads_share_the_cores_between_sources(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("app.settings.usable_cores", lambda: 16)
     one, two = "a.mp4", "a.mp4,b.mp4"
     assert Settings(video_source=one).decoder_threads() == 8  # capped: more slowed the pipeline's decoder
     assert Settings(video_source=two).decoder_threads() == 8
     assert Settings(video_source=",".join(["a.mp4"] * 16)).decoder_threads() == 2  # never below two
     assert Settings(video_source=one, decode_threads=3).decoder_threads() == 3  # DECODE_THREADS wins
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr("app.settings.usable_cores", lambda: 4)
     assert Settings(video_source=",".join(["a.mp4"] * 4)).decoder_threads() == 2
