@@ -36,12 +36,12 @@ class BatchMean:
         Path(self.sizes).write_text(json.dumps(self.seen))
 
 
-def batched(tmp: Path, n: int, interval: float, size: int, wait: float) -> Pipeline:
+def batched(tmp: Path, n: int, interval: float, size: int, wait: float, wait_ready: bool = False) -> Pipeline:
     p = Pipeline(grace=3.0)
     p.ring("frames", slots=32, height=24, width=32)
     p.queue("announced", capacity=8, slot_bytes=4096)
     p.queue("means", capacity=8, slot_bytes=4096)
-    p.stage("source", CountSource(n, interval), outputs=["announced"], rings=["frames"])
+    p.stage("source", CountSource(n, interval, wait_ready=wait_ready), outputs=["announced"], rings=["frames"])
     p.stage("mean", BatchMean(str(tmp / "sizes.json"), size, wait), ["announced"], ["means"], rings=["frames"])
     p.stage("sink", Collect(str(tmp / "rows.json")), inputs=["means"])
     return p
@@ -63,8 +63,9 @@ def test_a_fast_source_fills_batches_and_every_record_arrives_in_order(tmp_path)
 
 @pytest.mark.timeout(60)
 def test_a_slow_source_is_not_held_back_waiting_for_a_full_batch(tmp_path):
-    """Records 20 ms apart and a 1 ms wait: each goes on alone instead of waiting for three more."""
-    p = batched(tmp_path, n=30, interval=0.02, size=4, wait=0.001)
+    """Records 20 ms apart and a 1 ms wait: each goes on alone instead of waiting for three more. (The source
+    starts once the batched stage is set up: records that queued during its start-up would make full batches.)"""
+    p = batched(tmp_path, n=30, interval=0.02, size=4, wait=0.001, wait_ready=True)
     assert p.run(timeout=50).exit_code == 0
     sizes = json.loads((tmp_path / "sizes.json").read_text())
     assert sum(sizes) == 30 and sizes.count(1) >= 25, sizes

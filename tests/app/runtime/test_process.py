@@ -35,10 +35,13 @@ class CountSource:
     n: int = 0
     interval: float = 0.0
     ready_dir: str = ""
+    wait_ready: bool = False  # like capture: start only once every other stage has finished its set-up
 
     def run(self, ctx: StageContext) -> None:
         if self.ready_dir:
             Path(self.ready_dir, ctx.name).write_text(str(os.getpid()))
+        while self.wait_ready and not ctx.stopping and not ctx.all_metrics.all_running(except_=ctx.name):
+            time.sleep(0.01)
         ring = ctx.ring
         frame = np.empty((ring.spec.height, ring.spec.width, 3), np.uint8)
         i = 0
