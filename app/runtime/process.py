@@ -121,21 +121,15 @@ class StageContext:
             if self.inputs:
                 return Record.end()
             raise ValueError(f"stage {self.name} has no inputs")
-        t0 = time.perf_counter()
+        # the queue clock runs from the first record on: before it the stage waits for the others' set-up
+        counted, t0 = self._taken, time.perf_counter()
         try:
             rec = self._get(timeout)
-        except BaseException:
-            self._count_wait(t0)
-            raise
-        self._count_wait(t0)
-        if rec is not None:
-            self._taken = True
+        finally:
+            if counted:
+                self.metrics.waited(get=time.perf_counter() - t0)
+        self._taken = self._taken or rec is not None
         return rec
-
-    def _count_wait(self, t0: float) -> None:
-        """Time in ``get`` counts from the first record on: before it the stage waits for the others' set-up."""
-        if self._taken:
-            self.metrics.waited(get=time.perf_counter() - t0)
 
     def _get(self, timeout: float | None) -> Record | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -230,6 +224,19 @@ def next_batch(ctx: StageContext, size: int, wait: float) -> tuple[list[Record],
     return batch, False
 
 
+def _record_loop(target: Any, ctx: StageContext) -> None:
+    while True:
+        rec = ctx.get()
+        if rec is None:
+            continue
+        if rec.is_end:
+            break
+        t0 = time.perf_counter()
+        out = target.process(rec, ctx)
+        ctx.metrics.tick(busy=time.perf_counter() - t0, ts=rec.ts)
+        ctx.emit(out)
+
+
 def _batch_loop(target: Any, ctx: StageContext) -> None:
     size = max(1, int(getattr(target, "batch_size", 1)))
     wait = float(getattr(target, "batch_wait", 0.0))
@@ -244,9 +251,6 @@ def _batch_loop(target: Any, ctx: StageContext) -> None:
         for rec in batch:
             ctx.metrics.tick(busy=busy, ts=rec.ts)
         ctx.emit(out)
-    finish = getattr(target, "finish", None)
-    if callable(finish):  # a stage that holds records back (embed+track overlapping batches) hands them on
-        ctx.emit(finish(ctx))
 
 
 def run_target(target: Any, ctx: StageContext) -> None:
@@ -257,21 +261,10 @@ def run_target(target: Any, ctx: StageContext) -> None:
         setup(ctx)
     ctx.metrics.status(RUNNING)
     try:
-        if hasattr(target, "process_batch"):
-            _batch_loop(target, ctx)
-        elif hasattr(target, "process"):
-            while True:
-                rec = ctx.get()
-                if rec is None:
-                    continue
-                if rec.is_end:
-                    break
-                t0 = time.perf_counter()
-                out = target.process(rec, ctx)
-                ctx.metrics.tick(busy=time.perf_counter() - t0, ts=rec.ts)
-                ctx.emit(out)
+        if hasattr(target, "process_batch") or hasattr(target, "process"):
+            (_batch_loop if hasattr(target, "process_batch") else _record_loop)(target, ctx)
             finish = getattr(target, "finish", None)
-            if callable(finish):
+            if callable(finish):  # what the stage held back (e.g. embed+track's overlapping batch) goes on at the end
                 ctx.emit(finish(ctx))
         elif hasattr(target, "run"):
             target.run(ctx)

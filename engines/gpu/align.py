@@ -40,27 +40,32 @@ def sampling_grid_theta(transforms: np.ndarray, frame_hw: tuple[int, int], size:
     return theta[:, :2].astype(np.float32)
 
 
+def warp_frame(frame: torch.Tensor, landmarks: np.ndarray, size: int = CROP_SIZE) -> torch.Tensor:
+    """Aligned crops (N, 3, size, size) float32 BGR (0..255, not rounded) from a (H, W, 3) uint8 frame on the
+    device and each face's landmarks (N, 5, 2) in its pixels. All faces in one grid_sample: the N sampling
+    grids are stacked into one tall (N·size, size) output image."""
+    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    n = len(landmarks)
+    h, w = frame.shape[:2]
+    if n == 0:
+        return torch.zeros((0, 3, size, size), device=frame.device)
+    theta = torch.from_numpy(sampling_grid_theta(estimate_norms(landmarks, size), (h, w), size))
+    grid = F.affine_grid(theta.to(frame.device, non_blocking=True), [n, 1, size, size], align_corners=False)
+    image = frame.permute(2, 0, 1)[None].float()
+    crops = F.grid_sample(image, grid.reshape(1, n * size, size, 2), mode="bilinear",
+                          padding_mode="zeros", align_corners=False)
+    return crops[0].reshape(3, n, size, size).transpose(0, 1)
+
+
 def warp_faces(frames: torch.Tensor, landmarks: list[np.ndarray], size: int = CROP_SIZE) -> list[np.ndarray]:
     """Aligned uint8 BGR crops (n_i, size, size, 3), one array per frame, of the faces at ``landmarks[i]``
-    (n_i, 5, 2) in frame i of ``frames`` (B, H, W, 3) uint8 on the device. Rounded to uint8 like
-    cv2.warpAffine (which interpolates in fixed point: pixels may differ from it by one level)."""
+    (n_i, 5, 2) in frame i of ``frames`` (B, H, W, 3) uint8 on the device (``warp_frame`` on each), rounded
+    to uint8 like cv2.warpAffine (which interpolates in fixed point: pixels may differ from it by one level)."""
     counts = [len(lm) for lm in landmarks]
     if not sum(counts):
         return [np.zeros((0, size, size, 3), np.uint8) for _ in counts]
-    h, w = frames.shape[1:3]
-    points = np.concatenate([np.asarray(lm, np.float64).reshape(-1, 5, 2) for lm in landmarks])
-    theta = torch.from_numpy(sampling_grid_theta(estimate_norms(points, size), (h, w), size))
     with torch.inference_mode():
-        grid = F.affine_grid(theta.to(frames.device, non_blocking=True), [len(points), 1, size, size],
-                             align_corners=False)
-        parts, at = [], 0
-        for i, n in enumerate(counts):
-            if n:  # one sample call per frame: its faces' grids stacked into one tall (n·size, size) image
-                image = frames[i].permute(2, 0, 1)[None].float()
-                out = F.grid_sample(image, grid[at:at + n].reshape(1, n * size, size, 2), mode="bilinear",
-                                    padding_mode="zeros", align_corners=False)
-                parts.append(out[0].reshape(3, n, size, size).permute(1, 2, 3, 0))
-                at += n
+        parts = [warp_frame(frames[i], lm, size).permute(0, 2, 3, 1) for i, lm in enumerate(landmarks) if len(lm)]
         crops = torch.cat(parts).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
     bounds = np.cumsum([0, *counts])
     return [crops[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

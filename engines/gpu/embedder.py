@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.align import CROP_SIZE, estimate_norms
-from engines.gpu.align import sampling_grid_theta
+from engines.align import CROP_SIZE
+from engines.gpu.align import warp_frame
 from engines.gpu.optimize import GraphedCallable, prepare_module
 from engines.recognizers.arcface import INPUT_MEAN, INPUT_STD
 
@@ -180,20 +180,9 @@ class GpuArcFace:
         return have
 
     def align_tensor(self, frame: torch.Tensor, landmarks: np.ndarray, size: int = CROP_SIZE) -> torch.Tensor:
-        """Aligned crops (N, 3, size, size) float32 BGR (0..255, not rounded) from a (H, W, 3) uint8 frame
-        on the device and each face's landmarks (N, 5, 2) in its pixels. All faces in one grid_sample:
-        the N sampling grids are stacked into one tall (N·size, size) output image."""
-        landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
-        n = len(landmarks)
-        h, w = frame.shape[:2]
-        if n == 0:
-            return torch.zeros((0, 3, size, size), device=frame.device)
-        theta = torch.from_numpy(sampling_grid_theta(estimate_norms(landmarks, size), (h, w), size))
-        grid = F.affine_grid(theta.to(frame.device, non_blocking=True), [n, 1, size, size], align_corners=False)
-        image = frame.permute(2, 0, 1)[None].float()
-        crops = F.grid_sample(image, grid.reshape(1, n * size, size, 2), mode="bilinear",
-                              padding_mode="zeros", align_corners=False)
-        return crops[0].reshape(3, n, size, size).transpose(0, 1)
+        """Aligned crops (N, 3, size, size) float32 BGR of the faces at ``landmarks`` in a (H, W, 3) uint8 frame
+        on the device (``engines.gpu.align.warp_frame``)."""
+        return warp_frame(frame, landmarks, size)
 
     def embed_aligned(self, frame: np.ndarray | torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
         """Embeddings (N, 512) float32 of the faces at ``landmarks`` (N, 5, 2) in a uint8 BGR frame
