@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from app.display.annotate import colour_for
+from tests.app.faults.servers import track_rows
 
 pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("ffmpeg")),
                                 reason="needs Xvfb and ffmpeg (scripts/setup.sh installs them)")
@@ -54,8 +54,8 @@ def screenshot(display: str, out: Path, size: str = "1024x600") -> np.ndarray:
 
 
 def last_frame(log: Path) -> dict | None:
-    lines = log.read_text().splitlines() if log.exists() else []
-    return json.loads(lines[-1]) if lines else None
+    rows = track_rows(log)
+    return rows[-1] if rows else None
 
 
 @pytest.mark.slow
@@ -131,8 +131,7 @@ def test_two_streams_share_one_window_side_by_side_each_with_its_names(xvfb_wide
         while len(named) < 2:  # both streams have shown Lin-Manuel Miranda named
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "the two streams never both showed a named face"
-            lines = log.read_text().splitlines()[-40:] if log.exists() else []
-            named = {r["stream"] for r in map(json.loads, lines) if r["frame"] >= 120 and
+            named = {r["stream"] for r in track_rows(log)[-40:] if r["frame"] >= 120 and
                      any(f["name"] == "lin_manuel_miranda" for f in r["faces"])}
             time.sleep(0.1)
         for _ in range(10):  # X may not have drawn the newest picture yet: look again, as a person would

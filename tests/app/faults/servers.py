@@ -332,11 +332,22 @@ def stderr_of(env: Path) -> str:
 
 
 def lines(log: Path) -> int:
+    """Complete lines of a log being written (a line the writer is still in the middle of is not counted)."""
     try:
-        with open(log, "rb") as f:
-            return sum(1 for _ in f)
+        return log.read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
+
+
+def track_rows(log: Path, skip: int = 0) -> list[dict]:
+    """The complete lines of a track log being written, parsed (after the first ``skip``). A reader can catch
+    the writer mid-line (a line crossing a page boundary becomes visible one page at a time): that part is
+    left for the next read."""
+    try:
+        text = log.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(s) for s in text[: text.rfind("\n") + 1].splitlines()[skip:] if s.strip()]
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, poll: float = 0.1):
@@ -382,7 +393,7 @@ def open_fds(pid: int) -> int:
 
 def latencies_ms(log: Path, skip: int = 0) -> np.ndarray:
     """capture→display latency of every frame in a track log (after the first ``skip``), in ms."""
-    rows = [json.loads(s) for s in log.read_text().splitlines()[skip:] if s.strip()]
+    rows = track_rows(log, skip)
     return np.array([(r["display_ts"] - r["capture_ts"]) * 1000 for r in rows])
 
 
