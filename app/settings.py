@@ -102,6 +102,20 @@ class Settings:
                            lo=1, hi=11, default=8)
     log_level: str = _key("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", ("DEBUG", "INFO", "WARNING", "ERROR"),
                           default="INFO")
+    # events (docs/events.md)
+    mqtt_url: str = _key("MQTT_URL", "MQTT broker for events, mqtt://[user:pass@]host:port (mqtts:// for TLS; "
+                         "credentials are masked in logs); empty: no MQTT", default="")
+    mqtt_topic: str = _key("MQTT_TOPIC", "MQTT topic prefix: <prefix>/events, <prefix>/<stream>/snapshot, "
+                           "<prefix>/available", default="facestream")
+    webhook_url: str = _key("WEBHOOK_URL", "URL each event is POSTed to as JSON; empty: no webhook", default="")
+    webhook_secret: str = _key("WEBHOOK_SECRET", "key of the HMAC-SHA256 signature in X-Facestream-Signature",
+                               secret=True, default="")
+    events_dir: str = _key("EVENTS_DIR", "folder of the on-disk queue of events not yet delivered",
+                           default="events")
+    events_max_mb: int = _key("EVENTS_MAX_MB", "largest size of that queue; when full, the oldest undelivered "
+                              "events are dropped (with a warning)", lo=1, default=256)
+    events_full_frame: bool = _key("EVENTS_FULL_FRAME", "attach the whole frame (JPEG) to each event's snapshot, "
+                                   "besides the face crop", default=False)
 
     # ------------------------------------------------------------------
     @classmethod
