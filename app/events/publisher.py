@@ -145,13 +145,15 @@ class Publisher:
                     self._acked(sink.name, seq)
 
 
-def publisher_main(settings: Settings, events, stop=None, drain_s: float = 10.0) -> None:
+def publisher_main(settings: Settings, events, stop=None, drain_s: float = 10.0,
+                   retry: tuple[float, float] = (0.5, 30.0)) -> None:
     """A publisher process: events (Event or its dict) from ``events`` (a queue) until None or ``stop``; at
-    None, wait up to ``drain_s`` for the sinks to take what is queued."""
+    None, wait up to ``drain_s`` for the sinks to take what is queued. ``retry``: first and longest wait
+    between attempts to send to a sink that failed."""
     from app.redact import setup_logging
 
     setup_logging(settings.log_level)
-    publisher = Publisher.from_settings(settings).start()
+    publisher = Publisher.from_settings(settings, retry=retry).start()
     try:
         while stop is None or not stop.is_set():
             try:
