@@ -63,7 +63,8 @@ class _Track:
     similarity: float | None = None
     nearest: tuple[str, str] | None = None
     best_similarity: float | None = None
-    best_quality: float = -np.inf  # what picked the snapshot: similarity when named, else face area
+    best_quality: tuple[int, float] = (-1, 0.0)  # what picked the snapshot: named frames by similarity first,
+    # then (for a track never named) the largest face
     crop_jpeg: bytes | None = None
     frame_jpeg: bytes | None = None
 
@@ -95,12 +96,12 @@ class Deriver:
             if face.known:
                 track.identity = (str(face.person_id), str(face.name))
                 track.nearest = None
-                quality = track.similarity if track.similarity is not None else -1.0
+                quality = (1, track.similarity if track.similarity is not None else -1.0)
                 if track.similarity is not None:
                     track.best_similarity = max(track.best_similarity or -1.0, track.similarity)
             else:
                 track.nearest = face.nearest
-                quality = _area(face.box) if track.identity is None else -np.inf  # a named track keeps its face
+                quality = (0, _area(face.box)) if track.identity is None else (-1, 0.0)  # named: keeps its face
             if quality > track.best_quality and image is not None:
                 track.best_quality = quality
                 track.crop_jpeg, track.frame_jpeg = self._snapshot(image, face.box)

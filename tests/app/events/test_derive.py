@@ -108,6 +108,20 @@ def test_snapshots_are_crops_of_the_frame():
     assert all(e.frame_jpeg is None for e in run(no_frame, scene()[:4], image))
 
 
+def test_the_left_snapshot_is_the_best_named_frame():
+    yy, xx = np.mgrid[0:360, 0:800]
+    image = np.dstack([xx // 4, yy // 2, (xx + yy) // 5]).astype(np.uint8)
+    d = Deriver("run1")
+    d.update(frame(0, [unknown(5, votes=1, x=300.0)]), image)  # a bigger face, before it is named
+    d.update(frame(1, [named(5, sim=0.5, x=100.0)]), image)
+    d.update(frame(2, [named(5, sim=0.7, x=600.0)]), image)  # the best match: its snapshot
+    d.update(frame(3, [named(5, sim=0.6, x=200.0)]), image)
+    (left,) = d.update(frame(4, [], ended=[5]), image)
+    crop = cv2.imdecode(np.frombuffer(left.crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(crop.astype(int) - image[30:170, 584:696].astype(int)).mean() < 3
+    assert left.best_similarity == pytest.approx(0.7) and left.similarity == pytest.approx(0.6)
+
+
 def test_streams_keep_their_tracks_apart():
     d = Deriver("run1")
     events = d.update(frame(0, [named(1)], stream=0)) + d.update(frame(0, [named(1)], stream=1))
