@@ -66,6 +66,7 @@ class MqttSink:
         self._left: dict[int, int] = {}  # event seq -> messages not yet acknowledged
         self._early: set[int] = set()  # acknowledged before send() had recorded the message id
         self._client = None
+        self._unreachable = False
 
     @property
     def available_topic(self) -> str:
@@ -84,6 +85,7 @@ class MqttSink:
             client.tls_set()
         client.reconnect_delay_set(*self.reconnect)
         client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         self._client = client
         client.connect_async(self.host, self.port, keepalive=self.keepalive)
@@ -120,10 +122,17 @@ class MqttSink:
                       self.host, self.port, reason_code)
             return
         log.info("MQTT connected to %s:%d", self.host, self.port)
+        self._unreachable = False
         self.connected.set()
         info = client.publish(self.available_topic, "online", qos=1, retain=True)
         with self._lock:  # its acknowledgement comes later on this same thread: no event waits on it
             self._mids[info.mid] = -1
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self._unreachable:  # once per outage, not at every retry
+            self._unreachable = True
+            log.warning("MQTT broker %s:%d cannot be reached: retrying with backoff, events are held (check "
+                        "MQTT_URL)", self.host, self.port)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():

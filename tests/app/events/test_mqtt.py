@@ -13,7 +13,7 @@ from app.events.mqtt import MqttSink, check_topic, parse_url
 from app.events.publisher import Publisher, publisher_main
 from app.redact import redact
 from app.settings import Settings
-from tests.app.events.conftest import Subscriber, make_events, wait_for
+from tests.app.events.conftest import Subscriber, free_port, make_events, wait_for
 
 AVAILABLE = "facestream/available"
 
@@ -26,6 +26,24 @@ def test_url_and_topic_are_checked_and_the_password_masked():
         parse_url("http://broker:1883")
     with pytest.raises(FacestreamError, match="MQTT_TOPIC='home/#' must be a plain topic prefix"):
         check_topic("home/#")
+
+
+@pytest.mark.timeout(30)
+def test_an_unreachable_broker_holds_events_without_blocking_and_says_so_once(tmp_path, caplog):
+    port = free_port()  # nothing listens there
+    publisher = Publisher(tmp_path, [MqttSink(f"mqtt://127.0.0.1:{port}", reconnect=(0.1, 0.2))])
+    with caplog.at_level(logging.WARNING, logger="facestream.events"):
+        publisher.start()
+        try:
+            t = time.monotonic()
+            for e in make_events(range(3)):
+                publisher.submit(e)
+            assert time.monotonic() - t < 1.0
+            time.sleep(1.5)  # several reconnect attempts
+            assert publisher.owed() == 6
+        finally:
+            publisher.close()
+    assert caplog.text.count(f"MQTT broker 127.0.0.1:{port} cannot be reached") == 1
 
 
 def retained(broker, topic: str) -> bytes:
