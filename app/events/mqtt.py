@@ -112,6 +112,7 @@ class MqttSink:
             info = client.publish(self.available_topic, "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):  # broker too slow: the state may stay online
                 info.wait_for_publish(timeout=2.0)
+        self.connected.clear()  # a goodbye, not an outage: nothing to warn about
         client.disconnect()
         client.loop_stop()
 
