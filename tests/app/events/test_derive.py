@@ -9,6 +9,8 @@ from app.events.derive import Deriver, FaceDecision, FrameDecisions
 from app.events.outbox import Outbox
 from app.events.schema import APPEARED, LEFT, UNKNOWN_APPEARED
 
+pytestmark = pytest.mark.timeout(60)
+
 FPS = 25.0
 T0 = 1_700_000_000.0
 

@@ -12,6 +12,8 @@ from app.errors import FacestreamError
 from app.events.outbox import Outbox, announced_lookup
 from app.events.schema import APPEARED, Event
 
+pytestmark = pytest.mark.timeout(60)
+
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 1000
 
 

@@ -15,6 +15,8 @@ from app.redact import redact
 from app.settings import Settings
 from tests.app.events.conftest import make_events
 
+pytestmark = pytest.mark.timeout(60)
+
 
 def test_sinks_follow_the_settings():
     assert sinks_from_settings(Settings()) == []
