@@ -92,3 +92,11 @@ def test_cli_fetch_then_list(tmp_path, media_dir, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines if " corrupt " in line] == ["people/obama/obama.jpg"]
     assert sum(" present " in line for line in lines) == len(samples.manifest()) - 1
+
+
+def test_a_corrupt_local_copy_is_fetched_again(tmp_path, media_dir):
+    dest = samples.ensure_samples(tmp_path / "samples", mirror=media_dir, quiet=True)
+    photo = dest / "people/obama/obama.jpg"
+    photo.write_bytes(b"not a photo")
+    samples.ensure_samples(dest, mirror=media_dir, quiet=True)
+    assert sha256_file(photo) == samples.manifest()["people/obama/obama.jpg"]["sha256"]
