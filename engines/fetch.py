@@ -1,7 +1,8 @@
 """Model files: the manifest of official URLs + sha256, download or mirror copy, verification.
 
 Every file lands atomically (temp file + rename), so an interrupted fetch never leaves a
-half-written model that a later run would trust.
+half-written model that a later run would trust. ``fetch_file`` is the one copy of that logic;
+other file sets (the sample media) call it with their own manifest, mirror setting and error.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from engines.errors import ModelFileError
+from engines.errors import EngineError, ModelFileError
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 MIRROR_ENV = "FACESTREAM_MODEL_MIRROR"
 #: files produced by this repo from a fetched one: derived name -> (source name, exporter)
 DERIVED = {"retinaface_mnet025.onnx": "retinaface_mnet025.pth"}
+INSIGHTFACE_LICENSE = "insightface models: non-commercial research only"
+#: model files a user brings (not downloadable here), with the licence of the pack model_zoo names for them
+USER_SUPPLIED = {"w600k_r50.onnx": INSIGHTFACE_LICENSE, "glintr100.onnx": INSIGHTFACE_LICENSE}
 
 
 @lru_cache(maxsize=1)
@@ -42,6 +46,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 _verified: dict[tuple[str, int, float], bool] = {}
 
 
+def matches(path: Path, entry: dict) -> bool:
+    """True when ``path`` has the entry's size and sha256 (cached per path, size and mtime: a big file
+    is hashed once per process, yet a file changed on disk is hashed again)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime)
+    if _verified.get(key):
+        return True
+    ok = st.st_size == entry["size"] and sha256_file(path) == entry["sha256"]
+    if ok:
+        _verified[key] = True
+    return ok
+
+
 def verify(path: Path, name: str | None = None) -> None:
     """Raise ModelFileError unless ``path`` has the manifest's size and sha256 (cached per mtime)."""
     name = name or path.name
@@ -49,15 +66,10 @@ def verify(path: Path, name: str | None = None) -> None:
     fix = f"run `facestream models fetch` (or set {MIRROR_ENV}=DIR holding the file)"
     if not path.is_file():
         raise ModelFileError(f"model file {name} is missing in {path.parent}: {fix}")
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime)
-    if _verified.get(key):
-        return
-    if st.st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+    if not matches(path, entry):
         raise ModelFileError(
             f"model file {path} is corrupt (size or sha256 differs from the manifest): delete it and {fix}"
         )
-    _verified[key] = True
 
 
 def require(checkpoint_dir: str | Path, name: str) -> Path:
@@ -84,7 +96,7 @@ def require(checkpoint_dir: str | Path, name: str) -> Path:
 def _atomic_target(dest: Path):
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the model from other users of a shared checkout
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users of a shared checkout
     os.close(fd)
     return Path(tmp)
 
@@ -102,50 +114,73 @@ def _download(url: str, out: Path, quiet: bool) -> None:
                 bar.update(len(block))
 
 
-def fetch(name: str, checkpoint_dir: str | Path, mirror: str | Path | None = None, quiet: bool = False) -> Path:
-    """Make ``checkpoint_dir/name`` present and verified: keep a good copy, else copy from the mirror,
-    else download from the official URL (extracting the member from a zip where the manifest says)."""
-    entry = manifest()[name]
-    dest = Path(checkpoint_dir) / name
+def _download_member(url: str, member: str, out: Path, quiet: bool, error: type[EngineError]) -> None:
+    """Download the zip at ``url`` beside ``out`` and extract the one member ending in ``member``."""
+    archive = _atomic_target(out.with_suffix(".zip"))
     try:
-        verify(dest, name)
-        return dest
-    except ModelFileError:
-        pass
-    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+        _download(url, archive, quiet)
+        with zipfile.ZipFile(archive) as zf:
+            found = next((m for m in zf.namelist() if m.endswith(member)), None)
+            if found is None:
+                raise error(f"{url} has no {member}: report this")
+            with zf.open(found) as src_f, open(out, "wb") as out_f:
+                shutil.copyfileobj(src_f, out_f)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def fetch_file(
+    dest: Path,
+    entry: dict,
+    *,
+    label: str,
+    kind: str = "model file",
+    mirror: str | Path | None = None,
+    mirror_env: str = MIRROR_ENV,
+    error: type[EngineError] = ModelFileError,
+    quiet: bool = False,
+) -> bool:
+    """Make ``dest`` present with the entry's size and sha256; True when it had to be fetched.
+
+    A good copy is kept. Otherwise the file comes from ``mirror/label`` when ``mirror`` is given, else from
+    ``entry["url"]`` (its ``member`` when the URL is a zip). It lands atomically (temp file + rename) and only
+    after its sha256 is checked, so a cut download or a wrong mirror leaves nothing a later run would trust.
+    ``label`` is the file's path in the mirror; messages name it as ``kind label``; ``error`` is the one-line
+    error type raised.
+    """
+    if dest.is_file() and matches(dest, entry):
+        return False
     tmp = _atomic_target(dest)
     try:
         if mirror:
-            src = Path(mirror) / name
+            src = Path(mirror) / label
             if not src.is_file():
-                raise ModelFileError(f"model file {name} is not in the mirror {mirror}: fix {MIRROR_ENV}")
+                raise error(f"{kind} {label} is not in the mirror {mirror}: fix {mirror_env} or unset it to download")
             shutil.copyfile(src, tmp)
+        elif entry.get("member"):
+            _download_member(entry["url"], entry["member"], tmp, quiet, error)
         else:
-            if entry.get("member"):
-                archive = _atomic_target(dest.with_suffix(".zip"))
-                try:
-                    _download(entry["url"], archive, quiet)
-                    with zipfile.ZipFile(archive) as zf:
-                        member = next((m for m in zf.namelist() if m.endswith(entry["member"])), None)
-                        if member is None:
-                            raise ModelFileError(f"{entry['url']} has no {entry['member']}: report this")
-                        with zf.open(member) as src_f, open(tmp, "wb") as out_f:
-                            shutil.copyfileobj(src_f, out_f)
-                finally:
-                    archive.unlink(missing_ok=True)
-            else:
-                _download(entry["url"], tmp, quiet)
-        if tmp.stat().st_size != entry["size"] or sha256_file(tmp) != entry["sha256"]:
-            raise ModelFileError(
-                f"model file {name} from {mirror or entry['url']} fails its sha256 check: "
+            _download(entry["url"], tmp, quiet)
+        if not matches(tmp, entry):
+            raise error(
+                f"{kind} {label} from {src if mirror else entry['url']} fails its sha256 check: "
                 "the source is wrong or the download was cut; try again"
             )
         os.replace(tmp, dest)
-    except OSError as exc:
-        raise ModelFileError(f"could not fetch {name} ({exc}): check the network or set {MIRROR_ENV}") from exc
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise error(f"could not fetch {kind} {label} ({exc}): check the network or set {mirror_env}") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    if not quiet:
+    return True
+
+
+def fetch(name: str, checkpoint_dir: str | Path, mirror: str | Path | None = None, quiet: bool = False) -> Path:
+    """Make ``checkpoint_dir/name`` present and verified: keep a good copy, else copy from the mirror
+    (``FACESTREAM_MODEL_MIRROR`` when ``mirror`` is None), else download from the official URL."""
+    entry = manifest()[name]
+    dest = Path(checkpoint_dir) / name
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    if fetch_file(dest, entry, label=name, mirror=mirror, quiet=quiet) and not quiet:
         print(f"{name}: ok ({entry['size']:,} bytes, sha256 checked)", file=sys.stderr)
     return dest
 

@@ -17,11 +17,14 @@ log = logging.getLogger("facestream")
 
 def build_parser() -> argparse.ArgumentParser:
     from app.cli import bench, engines_cmd, people, run, tools
+    from app.cli.helptext import Parser
 
-    parser = argparse.ArgumentParser(prog="facestream", description="Real-time face recognition on live video.")
+    # every sub-parser is made by the parent's class, so all of them state their options' defaults
+    parser = Parser(prog="facestream", description="Real-time face recognition on live video.")
     parser.add_argument("--env", default=".env", help="settings file read before the environment (default .env)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="what to do; `facestream COMMAND --help` for its options")
     sub.required = True
     for module in (run, people, tools, engines_cmd, bench):
         module.add_parsers(sub)

@@ -11,12 +11,13 @@ from app.cli.common import load_settings
 def add_parsers(sub) -> None:
     p = sub.add_parser("build-engines", help="build TensorRT engines from the ONNX models (cached)")
     p.add_argument("--engine-dir", help="where engines go (default CHECKPOINT_DIR/engines)")
-    p.add_argument("--precision", action="append", choices=("fp16", "fp32"), help="repeatable; default fp16")
+    p.add_argument("--precision", action="append", choices=("fp16", "fp32"),
+                   help="engine precision, repeatable (default fp16)")
     p.add_argument("--max-batch", type=int, default=128, help="largest batch of faces for the embedder")
     p.add_argument("--opt-batch", type=int, default=32, help="batch the embedder's kernels are tuned for")
     p.add_argument("--det-max-batch", type=int, default=4, help="largest batch of frames for the detector")
     p.add_argument("--det-size", type=int, help="detector input side (default DET_SIZE)")
-    p.add_argument("--workspace-mb", type=int, default=1024)
+    p.add_argument("--workspace-mb", type=int, default=1024, help="cap on TensorRT's build memory, MiB")
     p.add_argument("--sm", help="target compute capability, e.g. 86 (TensorRT-RTX only; default: all it supports)")
     p.add_argument("--rebuild", action="store_true", help="build even when a fresh engine is cached")
     p.set_defaults(func=cmd_build_engines)

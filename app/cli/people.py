@@ -20,7 +20,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_enrol)
 
     p = sub.add_parser("people", help="list, rename or remove enrolled people")
-    p.add_argument("action", nargs="?", default="list", choices=("list", "rename", "remove"))
+    p.add_argument("action", nargs="?", default="list", choices=("list", "rename", "remove"),
+                   help="list everyone, rename WHO NEW_NAME, or remove WHO (default list)")
     p.add_argument("who", nargs="?", help="name or person id (rename, remove)")
     p.add_argument("new_name", nargs="?", help="new name (rename)")
     p.set_defaults(func=cmd_people)

@@ -20,15 +20,15 @@ log = logging.getLogger("facestream.run")
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("run", help="recognise faces in VIDEO_SOURCE and show the annotated video")
-    p.add_argument("--source", help="override VIDEO_SOURCE")
+    p.add_argument("--source", help="file, webcam index, rtsp:// or http:// MJPEG URL (default: VIDEO_SOURCE)")
     p.add_argument("--headless", action="store_true", help="no window: write --out and/or serve --serve")
-    p.add_argument("--out", help="write the annotated video to this file")
-    p.add_argument("--serve", type=int, metavar="PORT", help="serve the annotated video as MJPEG on 127.0.0.1:PORT")
-    p.add_argument("--log-tracks", metavar="FILE", help="one JSON line per processed frame")
+    p.add_argument("--out", help="write the annotated video to this file (default: OUTPUT when headless)")
+    p.add_argument("--serve", type=int, metavar="PORT", help="serve MJPEG on 127.0.0.1:PORT (default: SERVE_PORT)")
+    p.add_argument("--log-tracks", metavar="FILE", help="one JSON line per processed frame (default: none)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--every-frame", action="store_true", help="process every frame (default for files)")
     mode.add_argument("--live", action="store_true", help="drop stale frames to bound latency (default for streams)")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default 0: no limit)")
     p.add_argument("--realtime", action="store_true",
                    help="replay a file at its frame rate, as a live camera would deliver it (implies --live)")
     p.add_argument("--validate-on-start", action="store_true",

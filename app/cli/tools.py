@@ -1,4 +1,4 @@
-"""`models`, `embed`, `compare`, `settings`: the inference core from the command line."""
+"""`models`, `samples`, `embed`, `compare`, `settings`: the inference core from the command line."""
 
 from __future__ import annotations
 
@@ -7,52 +7,94 @@ from pathlib import Path
 
 import numpy as np
 
+from app import samples
 from app.cli.common import BackendSpec, load_settings, read_image
 from app.errors import FacestreamError
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("models", help="fetch, export or list model files")
-    p.add_argument("action", choices=("fetch", "export", "list"))
-    p.add_argument("--mirror", help="copy from this folder instead of downloading (or FACESTREAM_MODEL_MIRROR)")
+    p = sub.add_parser("models", help="fetch, export or list model files (list shows each model's licence)")
+    p.add_argument("action", choices=("fetch", "export", "list"),
+                   help="fetch: download (or copy from the mirror) and sha256-check the model files into "
+                        "CHECKPOINT_DIR; export: write retinaface_mnet025.onnx from the .pth; "
+                        "list: each file's size, state and licence")
+    p.add_argument("--mirror", metavar="DIR",
+                   help="copy from this folder instead of downloading (default: the FACESTREAM_MODEL_MIRROR "
+                        "environment variable, else download)")
     p.add_argument("--force", action="store_true", help="export again even if the ONNX exists")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("samples", help="fetch or list the sample people and clip the quickstart uses")
+    p.add_argument("action", choices=("fetch", "list"),
+                   help="fetch: download (or copy from the mirror) and sha256-check every sample file; "
+                        "list: each file's state and licence")
+    p.add_argument("--dest", metavar="DIR", default=samples.DEFAULT_DIR,
+                   help="samples folder: people/ (one sub-folder per person) and video/")
+    p.add_argument("--mirror", metavar="DIR",
+                   help=f"copy from this folder (same layout) instead of downloading (default: the "
+                        f"{samples.MIRROR_ENV} environment variable, else download)")
+    p.set_defaults(func=cmd_samples)
+
     p = sub.add_parser("embed", help="detect, align and embed the faces of images; write the embeddings")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--out", help="write embeddings to FILE.npy, one row per face in print order")
-    p.add_argument("--backend", help="embedding backend spec, e.g. onnxruntime or pytorch:cuda:fp16")
+    p.add_argument("images", nargs="+", help="photos (JPEG, PNG, ...)")
+    p.add_argument("--out", metavar="FILE", help="write embeddings to FILE.npy, one row per face in print order "
+                                                 "(default: print only)")
+    p.add_argument("--backend", help="embedding backend spec, e.g. onnxruntime or pytorch:cuda:fp16 "
+                                     "(default: EMBEDDING_BACKEND)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("compare", help="embedding parity between two backends on real aligned faces")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="photos with faces (detected once, by ONNX Runtime on the CPU)")
     p.add_argument("--a", default="onnxruntime", help="first backend spec (default onnxruntime)")
     p.add_argument("--b", default="pytorch", help="second backend spec (default pytorch)")
-    p.add_argument("--max-drift", type=float, default=0.001, help="fail when 1 - min cosine exceeds this")
+    p.add_argument("--max-drift", type=float, default=0.001,
+                   help="fail when 1 - min cosine exceeds this (default 0.001)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("settings", help="print every setting (or .env.example text with --example)")
-    p.add_argument("--example", action="store_true")
+    p.add_argument("--example", action="store_true", help="print .env.example: every key, its default and meaning")
     p.set_defaults(func=cmd_settings)
 
 
+def _list_models(ckpt: Path) -> None:
+    """One line per model file: name, size, state, licence, what it is (shipped, exported, then brought)."""
+    from engines.fetch import DERIVED, USER_SUPPLIED, manifest
+    from engines.model_zoo import MODELS
+
+    rows = [(name, f"{e['size']:,d} B", e["license"], e["what"]) for name, e in manifest().items()]
+    rows += [(name, "(exported)", manifest()[src]["license"], f"made from {src} by `facestream models export`")
+             for name, src in DERIVED.items()]
+    rows += [(m.onnx, "(bring it)", USER_SUPPLIED.get(m.onnx, "unknown: see where you got it"), m.description)
+             for m in MODELS.values() if m.onnx not in manifest() and m.onnx not in DERIVED]
+    width = max(len(r[2]) for r in rows)
+    for name, size, licence, what in rows:
+        state = "present" if (ckpt / name).is_file() else "missing"
+        print(f"{name:24s} {size:>14s}  {state:8s} licence: {licence:{width}s}  {what}")
+
+
+def cmd_samples(args) -> int:
+    if args.action == "list":
+        for rel, entry in samples.manifest().items():
+            print(f"{rel:36s} {entry['size']:>10,d} B  {samples.state(args.dest, rel):8s} licence: {entry['license']}")
+        return 0
+    dest = samples.ensure_samples(args.dest, mirror=args.mirror)
+    print(f"next: facestream enrol --folder {dest / samples.PEOPLE} && "
+          f"facestream run --source {dest / samples.CLIP}", file=sys.stderr)
+    return 0
+
+
 def cmd_models(args) -> int:
-    from engines.fetch import ensure_models, export_retinaface, manifest
+    from engines.fetch import ensure_models, export_retinaface
 
     settings = load_settings(args)
     ckpt = Path(settings.checkpoint_dir)
     if args.action == "list":
-        for name, entry in manifest().items():
-            path = ckpt / name
-            state = "present" if path.is_file() else "missing"
-            print(f"{name:28s} {entry['size']:>12,d} B  {state:8s} {entry['what']}")
-        onnx = ckpt / "retinaface_mnet025.onnx"
-        print(f"{onnx.name:28s} {'(exported)':>14s}  {'present' if onnx.is_file() else 'missing':8s} "
-              "`facestream models export`")
+        _list_models(ckpt)
         return 0
     if args.action == "fetch":
         ensure_models(ckpt, mirror=args.mirror, export=False)
-        print(f"models ready in {ckpt}; next: `facestream models export`", file=sys.stderr)
+        print(f"models ready in {ckpt}; next: `facestream models export`. Licences: `facestream models list` "
+              "(insightface's models are for non-commercial research only)", file=sys.stderr)
         return 0
     export_retinaface(ckpt, force=args.force)
     return 0

@@ -3,7 +3,7 @@ import shutil
 import pytest
 
 from engines.errors import ModelFileError
-from engines.fetch import ensure_models, fetch, manifest, require, sha256_file
+from engines.fetch import ensure_models, fetch, fetch_file, manifest, require, sha256_file
 
 
 def test_manifest_names_url_size_sha(models_mirror):
@@ -51,3 +51,68 @@ def test_corrupt_local_copy_is_replaced_from_mirror(tmp_path, models_mirror):
     (tmp_path / "retinaface_mnet025.pth").write_bytes(b"not a model")
     ensure_models(tmp_path, mirror=models_mirror, export=False, quiet=True, names=["retinaface_mnet025.pth"])
     assert sha256_file(tmp_path / "retinaface_mnet025.pth") == manifest()["retinaface_mnet025.pth"]["sha256"]
+
+
+def test_every_model_names_its_licence():
+    for name, entry in manifest().items():
+        assert entry["license"].strip(), f"{name} has no licence"
+        if "insightface" in entry["what"]:
+            assert "non-commercial" in entry["license"]
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A folder served over HTTP on 127.0.0.1 (a download without the internet)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _entry(data: bytes, url: str) -> dict:
+    import hashlib
+
+    return {"url": url, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.timeout(30)
+def test_fetch_file_downloads_over_http_with_a_progress_bar(http_dir, tmp_path, capsys):
+    root, base = http_dir
+    data = bytes(range(256)) * 1000
+    (root / "clip.mp4").write_bytes(data)
+    dest = tmp_path / "out" / "video" / "clip.mp4"
+    assert fetch_file(dest, _entry(data, f"{base}/clip.mp4"), label="video/clip.mp4", quiet=False) is True
+    assert dest.read_bytes() == data
+    assert "clip.mp4" in capsys.readouterr().err  # tqdm's bar names the file
+    # a good copy is kept: no second download
+    assert fetch_file(dest, _entry(data, f"{base}/gone.mp4"), label="video/clip.mp4", quiet=True) is False
+
+
+@pytest.mark.timeout(30)
+def test_cut_download_is_refused_and_leaves_nothing(http_dir, tmp_path):
+    root, base = http_dir
+    data = b"x" * 50_000
+    (root / "photo.jpg").write_bytes(data[:30_000])  # the server hands out a cut file
+    out = tmp_path / "out"
+    with pytest.raises(ModelFileError, match=r"sample file people/a/photo.jpg from http://.* fails its sha256 check"):
+        fetch_file(out / "people/a/photo.jpg", _entry(data, f"{base}/photo.jpg"), label="people/a/photo.jpg",
+                   kind="sample file", quiet=True)
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_unreachable_url_is_one_line_naming_the_mirror_setting(tmp_path):
+    missing = (tmp_path / "nowhere.bin").as_uri()
+    with pytest.raises(ModelFileError, match="could not fetch model file x.bin .*set FACESTREAM_MODEL_MIRROR") as exc:
+        fetch_file(tmp_path / "ckpt" / "x.bin", _entry(b"abc", missing), label="x.bin", quiet=True)
+    assert "\n" not in str(exc.value)
+    assert list((tmp_path / "ckpt").iterdir()) == []

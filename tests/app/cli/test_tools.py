@@ -46,3 +46,20 @@ def test_unknown_backend_is_one_clear_line(env, media_dir, capsys):
     code = main(["--env", env, "compare", "--a", "onnxruntime", "--b", "tflite", photo])
     assert code == 2
     assert "unknown backend 'tflite': choose one of onnxruntime, pytorch, tensorrt" in capsys.readouterr().err
+
+
+def test_models_list_shows_each_models_licence(env, capsys):
+    from engines.fetch import DERIVED, manifest
+    from engines.model_zoo import MODELS
+
+    assert main(["--env", env, "models", "list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    # every file a model of the zoo reads is listed, shipped or not
+    assert {m.onnx for m in MODELS.values()} | set(manifest()) <= rows.keys()
+    for name, entry in manifest().items():
+        assert f"licence: {entry['license']}" in rows[name] and " present " in rows[name]
+    for name, source in DERIVED.items():
+        assert f"licence: {manifest()[source]['license']}" in rows[name]
+    for model in ("w600k_mbf", "scrfd_500m", "w600k_r50", "glintr100"):
+        assert "non-commercial research only" in rows[MODELS[model].onnx]
+    assert "MIT" in rows["retinaface_mnet025.pth"]
