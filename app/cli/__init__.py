@@ -8,8 +8,9 @@ import os
 import sys
 import warnings
 
-from app.errors import FacestreamError
+from app.errors import FacestreamError, Stopped
 from app.redact import redact, setup_logging
+from app.stages.capture import quiet_video_libraries
 from engines.errors import EngineError
 
 log = logging.getLogger("facestream")
@@ -39,11 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("DEBUG" if args.debug else "INFO")
     if args.debug:
         os.environ["FACESTREAM_DEBUG"] = "1"  # stage processes print tracebacks too
+    quiet_video_libraries(args.debug)  # before any cv2 import here or in a stage process (they inherit it)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away (`| head`) is handled below
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except KeyboardInterrupt:
-        print("facestream: interrupted", file=sys.stderr)
+        print("facestream: stopped (Ctrl-C)", file=sys.stderr)
         return 130
+    except Stopped as stop:  # the run said so in its last line
+        return stop.exit_code
     except (FacestreamError, EngineError) as exc:
         if args.debug:
             raise
@@ -55,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facestream: error: {type(exc).__name__}: {redact(str(exc))} (run with --debug for details)",
               file=sys.stderr)
         return 1
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``facestream settings | head``): what it wanted, it has. Point stdout at
+    /dev/null so the interpreter's last flush does not raise again, and end quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 if __name__ == "__main__":
