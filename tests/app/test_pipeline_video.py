@@ -140,7 +140,8 @@ def test_strict_gpu_without_a_gpu_stops_at_start_with_one_line(enrolled_env, med
     env = tmp_path / ".env"
     env.write_text(enrolled_env.read_text() + "STRICT_GPU=true\nDETECTOR_BACKEND=pytorch\nEMBEDDING_BACKEND=pytorch\n")
     before = shm_segments()
-    proc = run_cli(env, "run", "--headless", "--source", str(media_dir / "video/short_hamilton_clip.mp4"))
+    proc = run_cli(env, "run", "--headless", "--log-tracks", str(tmp_path / "tracks.jsonl"),
+                   "--source", str(media_dir / "video/short_hamilton_clip.mp4"))
     assert proc.returncode == 1
     assert "restarting" not in proc.stderr  # a configuration error is not retried
     last = proc.stderr.strip().splitlines()[-1]

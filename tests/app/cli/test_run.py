@@ -1,0 +1,110 @@
+"""`facestream run`'s checks before anything runs, and its lines when the source or the backend is not usable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engines.backends.cuda_probe import cuda_gpus
+
+CLIP = "video/short_hamilton_clip.mp4"
+
+
+def shm_segments() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("fs_")}
+
+
+@pytest.fixture
+def env(tmp_path, checkpoint_dir) -> Path:
+    env = tmp_path / ".env"
+    env.write_text(f"CHECKPOINT_DIR={checkpoint_dir}\nQDRANT_PATH={tmp_path / 'gallery'}\nLOG_LEVEL=WARNING\n")
+    return env
+
+
+def run(env: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", "--env", str(env), "run", *args], capture_output=True,
+                          text=True, timeout=240, cwd=env.parent, env={**os.environ, **settings})
+
+
+@pytest.mark.timeout(60)
+def test_headless_with_no_output_is_an_error_not_a_silent_run(env, media_dir):
+    proc = run(env, "--headless", "--source", str(media_dir / CLIP))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "facestream: error: --headless with no output would run and keep nothing: add --out FILE.mp4, --serve PORT "
+        "or --log-tracks FILE (or set OUTPUT or SERVE_PORT in .env)"]
+
+
+@pytest.mark.timeout(60)
+def test_display_mode_headless_with_no_output_is_the_same_error(env, media_dir):
+    proc = run(env, "--source", str(media_dir / CLIP), DISPLAY_MODE="headless")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "facestream: error: DISPLAY_MODE=headless with no output would run and keep nothing: add --out FILE.mp4, "
+        "--serve PORT or --log-tracks FILE (or set OUTPUT or SERVE_PORT in .env)"]
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_source_is_said_before_the_missing_output(env, tmp_path):
+    proc = run(env, "--headless", "--source", str(tmp_path / "missing.mp4"))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"facestream: error: VIDEO_SOURCE file not found: {tmp_path / 'missing.mp4'} — check the path in .env"]
+
+
+@pytest.mark.timeout(120)
+def test_a_truncated_video_is_our_one_line_without_ffmpeg_or_opencv_lines(env, media_dir, tmp_path):
+    clip = tmp_path / "truncated.mp4"
+    clip.write_bytes((media_dir / CLIP).read_bytes()[:200_000])  # no moov atom: FFmpeg and OpenCV both complain
+    before = shm_segments()
+    proc = run(env, "--headless", "--out", str(tmp_path / "out.mp4"), "--source", str(clip))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"facestream: error: VIDEO_SOURCE file {clip} cannot be decoded (corrupt, truncated or not a video): "
+        "check it plays, e.g. with ffprobe"]
+    assert not (tmp_path / "out.mp4").exists() and shm_segments() == before
+
+
+@pytest.mark.timeout(120)
+def test_debug_keeps_the_video_libraries_own_lines(env, media_dir, tmp_path):
+    clip = tmp_path / "truncated.mp4"
+    clip.write_bytes((media_dir / CLIP).read_bytes()[:200_000])
+    proc = subprocess.run([sys.executable, "-m", "app", "--env", str(env), "--debug", "run", "--headless", "--out",
+                           str(tmp_path / "out.mp4"), "--source", str(clip)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "moov atom not found" in proc.stderr  # --debug: everything, for whoever is chasing it
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(cuda_gpus() > 0, reason="a CUDA GPU is here: TensorRT is tried for real")
+def test_tensorrt_without_a_gpu_says_so_and_runs_on_onnxruntime(env, media_dir, tmp_path):
+    log = tmp_path / "tracks.jsonl"
+    proc = run(env, "--headless", "--max-frames", "5", "--log-tracks", str(log), "--source", str(media_dir / CLIP),
+               EMBEDDING_BACKEND="tensorrt", DETECTOR_BACKEND="tensorrt")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[:2] == [
+        f"facestream: warning: {key}=tensorrt needs an NVIDIA GPU and this machine has none: using onnxruntime on "
+        "the CPU (the default) instead" for key in ("DETECTOR_BACKEND", "EMBEDDING_BACKEND")]
+    assert lines[2].startswith("facestream: finished: 5 frames in ") and lines[2].endswith(f"; wrote {log}")
+    assert len(lines) == 3 and "pycuda" not in proc.stderr and "pytorch" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_single_process_run_ends_with_the_line_naming_its_files(env, media_dir, tmp_path):
+    out, log = tmp_path / "annotated.avi", tmp_path / "tracks.jsonl"
+    old = tmp_path / "old.jsonl"
+    shutil.copy(media_dir / "README.md", old)
+    proc = run(env, "--single-process", "--headless", "--max-frames", "5", "--out", str(out), "--log-tracks", str(log),
+               "--source", str(media_dir / CLIP))
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("facestream: finished: 5 frames in ") and last.endswith(f"; wrote {out}, {log}")
