@@ -65,8 +65,11 @@ OTHER_OUTPUTS = ("store_unknown",)
 
 
 def check_outputs(settings: Settings, args) -> None:
-    """A run without a window must keep or send something: otherwise it would decode and recognise the whole
-    source (hours, on a stream) and leave nothing behind."""
+    """A headless run must keep or send something: otherwise it would decode and recognise the whole source
+    (hours, on a stream) and leave nothing behind. DISPLAY_MODE=none is the way to ask for that on purpose
+    (benchmarks, profiling)."""
+    if settings.display == "none" and not args.headless:
+        return
     options = output_options(settings, args, 30.0)
     if options.window or options.out or options.serve_port or options.log_tracks or options.sink:
         return
@@ -74,7 +77,8 @@ def check_outputs(settings: Settings, args) -> None:
         return
     mode = "--headless" if args.headless else f"DISPLAY_MODE={settings.display}"
     raise FacestreamError(f"{mode} with no output would run and keep nothing: add --out FILE.mp4, --serve PORT "
-                          "or --log-tracks FILE (or set OUTPUT or SERVE_PORT in .env)")
+                          "or --log-tracks FILE (or OUTPUT / SERVE_PORT in .env; DISPLAY_MODE=none to run with no "
+                          "output on purpose)")
 
 
 def cmd_run(args) -> int:

@@ -13,6 +13,8 @@ import pytest
 from engines.backends.cuda_probe import cuda_gpus
 
 CLIP = "video/short_hamilton_clip.mp4"
+NO_OUTPUT = ("with no output would run and keep nothing: add --out FILE.mp4, --serve PORT or --log-tracks FILE (or "
+             "OUTPUT / SERVE_PORT in .env; DISPLAY_MODE=none to run with no output on purpose)")
 
 
 def shm_segments() -> set[str]:
@@ -36,8 +38,7 @@ def test_headless_with_no_output_is_an_error_not_a_silent_run(env, media_dir):
     proc = run(env, "--headless", "--source", str(media_dir / CLIP))
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "facestream: error: --headless with no output would run and keep nothing: add --out FILE.mp4, --serve PORT "
-        "or --log-tracks FILE (or set OUTPUT or SERVE_PORT in .env)"]
+        f"facestream: error: --headless {NO_OUTPUT}"]
 
 
 @pytest.mark.timeout(60)
@@ -45,8 +46,16 @@ def test_display_mode_headless_with_no_output_is_the_same_error(env, media_dir):
     proc = run(env, "--source", str(media_dir / CLIP), DISPLAY_MODE="headless")
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "facestream: error: DISPLAY_MODE=headless with no output would run and keep nothing: add --out FILE.mp4, "
-        "--serve PORT or --log-tracks FILE (or set OUTPUT or SERVE_PORT in .env)"]
+        f"facestream: error: DISPLAY_MODE=headless {NO_OUTPUT}"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_display_mode_none_runs_with_no_output_on_purpose(env, media_dir):
+    proc = run(env, "--max-frames", "3", "--source", str(media_dir / CLIP), DISPLAY_MODE="none")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("facestream: finished: 3 frames in ")
+    assert "wrote" not in proc.stderr
 
 
 @pytest.mark.timeout(60)
