@@ -39,7 +39,8 @@ def without_gpu(settings: Settings) -> Settings:
     for key in keys.values():
         _warn(f"{key}=tensorrt needs an NVIDIA GPU and this machine has none: using onnxruntime on the CPU "
               "(the default) instead")
-    return replace(settings, **dict.fromkeys(keys, "onnxruntime"))
+    device = "cpu" if settings.device.startswith("cuda") else settings.device  # no GPU to ask for either
+    return replace(settings, **dict.fromkeys(keys, "onnxruntime"), device=device)
 
 
 def _warn(line: str) -> None:

@@ -52,10 +52,39 @@ def test_display_mode_headless_with_no_output_is_the_same_error(env, media_dir):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_display_mode_none_runs_with_no_output_on_purpose(env, media_dir):
+    env.write_text(env.read_text() + "MATCH_THRESH=0.8\n")
     proc = run(env, "--max-frames", "3", "--source", str(media_dir / CLIP), DISPLAY_MODE="none")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("facestream: finished: 3 frames in ")
     assert "wrote" not in proc.stderr
+    # settings reach every stage process: the old key's warning is still said once, by the parent
+    assert proc.stderr.count("MATCH_THRESH is now TRACK_MATCH_THRESH") == 1, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ctrl_c_in_the_single_process_loop_ends_with_stopped(env, media_dir, tmp_path):
+    import signal
+    import time
+
+    log = tmp_path / "tracks.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--env", str(env), "run", "--single-process", "--headless",
+                             "--log-tracks", str(log), "--source", str(media_dir / CLIP)], stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 180
+        while (not log.exists() or log.read_text().count("\n") < 5) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    last = err.splitlines()[-1]
+    assert last.startswith("facestream: stopped (Ctrl-C): ") and last.endswith(f"; wrote {log}"), err
+    assert "error" not in err, err
 
 
 @pytest.mark.timeout(60)
@@ -117,3 +146,17 @@ def test_single_process_run_ends_with_the_line_naming_its_files(env, media_dir, 
     assert proc.returncode == 0, proc.stderr
     last = proc.stderr.splitlines()[-1]
     assert last.startswith("facestream: finished: 5 frames in ") and last.endswith(f"; wrote {out}, {log}")
+
+
+@pytest.mark.skipif(cuda_gpus() > 0, reason="a CUDA GPU is here")
+def test_without_gpu_moves_only_the_tensorrt_stages_to_onnxruntime_on_the_cpu(capsys):
+    from app.cli.common import without_gpu
+    from app.settings import Settings
+
+    s = without_gpu(Settings(detector_backend="pytorch", embedding_backend="tensorrt", device="cuda"))
+    assert (s.detector_backend, s.embedding_backend, s.device) == ("pytorch", "onnxruntime", "cpu")
+    assert capsys.readouterr().err.splitlines() == [
+        "facestream: warning: EMBEDDING_BACKEND=tensorrt needs an NVIDIA GPU and this machine has none: using "
+        "onnxruntime on the CPU (the default) instead"]
+    strict = Settings(embedding_backend="tensorrt", strict_gpu=True)
+    assert without_gpu(strict) is strict  # STRICT_GPU=true: fail at start-up, as asked
