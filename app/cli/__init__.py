@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import sys
 import warnings
 
@@ -45,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit: a reader that went away (`| head`) is handled below
         return code
-    except BrokenPipeError:
-        return _reader_gone()
+    except BrokenPipeError as exc:
+        if _stdout_gone():
+            return _reader_gone()
+        return _unexpected(exc, args.debug)  # another pipe or socket: a real error
     except KeyboardInterrupt:
         print("facestream: stopped (Ctrl-C)", file=sys.stderr)
         return 130
@@ -58,11 +61,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facestream: error: {redact(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except Exception as exc:  # one line for the unexpected too; the traceback with --debug
-        if args.debug:
-            raise
-        print(f"facestream: error: {type(exc).__name__}: {redact(str(exc))} (run with --debug for details)",
-              file=sys.stderr)
-        return 1
+        return _unexpected(exc, args.debug)
+
+
+def _unexpected(exc: Exception, debug: bool) -> int:
+    if debug:
+        raise exc
+    print(f"facestream: error: {type(exc).__name__}: {redact(str(exc))} (run with --debug for details)",
+          file=sys.stderr)
+    return 1
+
+
+def _stdout_gone() -> bool:
+    """True when stdout is a pipe whose reader has closed it (poll says POLLERR on the write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is not a file
+        return False
 
 
 def _reader_gone() -> int:

@@ -25,7 +25,7 @@ def load_settings(args, **overrides: str | None) -> Settings:
 
 
 def without_gpu(settings: Settings) -> Settings:
-    """TENSORRT asked for on a machine with no CUDA GPU: say so once, here, naming the key, and use the CPU
+    """TensorRT asked for on a machine with no CUDA GPU: say so once, here, naming the key, and use the CPU
     default (onnxruntime) instead; not PyTorch, and not advice to install a CUDA binding for a GPU that is not
     there. STRICT_GPU=true keeps it, to fail at start-up as asked."""
     keys = {f.name: f.metadata["key"] for f in fields(settings) if f.name in ("detector_backend", "embedding_backend")

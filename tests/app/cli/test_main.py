@@ -61,3 +61,18 @@ def test_a_reader_that_goes_away_ends_it_quietly(tmp_path, args):
         os.close(write)
     assert proc.stderr == ""
     assert proc.returncode == 0
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error(tmp_path, monkeypatch, capsys):
+    """Only stdout's reader going away is quiet: a socket or pipe of our own breaking is a real failure."""
+    from app.cli import main
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("app.cli.tools.cmd_settings", broken)
+    env = tmp_path / ".env"
+    env.write_text("")
+    assert main(["--env", str(env), "settings"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "facestream: error: BrokenPipeError: [Errno 32] Broken pipe (run with --debug for details)"]
