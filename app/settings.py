@@ -126,7 +126,7 @@ class Settings:
         ``overrides``; validate every value; raise one FacestreamError naming the key on a bad one.
 
         ``warn`` receives one line per unknown key in ``env_file`` and per old key name still in use. Only the
-        command line passes it: stage processes that load settings again stay quiet (the parent said it)."""
+        command line passes it, in the parent: whatever else loads settings (a stage process, a test) stays quiet."""
         env: dict[str, str] = {}
         file_keys: list[str] = []
         if env_file and Path(env_file).is_file():

@@ -160,3 +160,16 @@ def test_without_gpu_moves_only_the_tensorrt_stages_to_onnxruntime_on_the_cpu(ca
         "onnxruntime on the CPU (the default) instead"]
     strict = Settings(embedding_backend="tensorrt", strict_gpu=True)
     assert without_gpu(strict) is strict  # STRICT_GPU=true: fail at start-up, as asked
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(cuda_gpus() > 0, reason="a CUDA GPU is here: STRICT_GPU is satisfied")
+def test_a_stage_refusing_to_start_is_said_once(env, media_dir, tmp_path):
+    proc = run(env, "--headless", "--log-tracks", str(tmp_path / "tracks.jsonl"), "--source", str(media_dir / CLIP),
+               STRICT_GPU="true", DETECTOR_BACKEND="pytorch", EMBEDDING_BACKEND="pytorch")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("STRICT_GPU=true but") == 1, proc.stderr  # not by the stage and again by the CLI
+    lines = proc.stderr.splitlines()
+    assert lines[-2].startswith("facestream: failed: 0 frames in ") and "wrote" not in lines[-2]  # empty log: not
+    assert lines[-1].startswith("facestream: error: stage ") and "STRICT_GPU=true but" in lines[-1]
