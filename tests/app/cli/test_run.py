@@ -28,9 +28,15 @@ def env(tmp_path, checkpoint_dir) -> Path:
     return env
 
 
+def clean_environ(**settings: str) -> dict[str, str]:
+    """This environment without OpenCV's and FFmpeg's log settings (an in-process `main()` in an earlier test sets
+    them here): the program under test must quiet them itself."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}, **settings}
+
+
 def run(env: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app", "--env", str(env), "run", *args], capture_output=True,
-                          text=True, timeout=240, cwd=env.parent, env={**os.environ, **settings})
+                          text=True, timeout=240, cwd=env.parent, env=clean_environ(**settings))
 
 
 @pytest.mark.timeout(60)
@@ -114,7 +120,7 @@ def test_debug_keeps_the_video_libraries_own_lines(env, media_dir, tmp_path):
     clip.write_bytes((media_dir / CLIP).read_bytes()[:200_000])
     proc = subprocess.run([sys.executable, "-m", "app", "--env", str(env), "--debug", "run", "--headless", "--out",
                            str(tmp_path / "out.mp4"), "--source", str(clip)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+                          timeout=120, cwd=tmp_path, env=clean_environ())
     assert proc.returncode != 0
     assert "moov atom not found" in proc.stderr  # --debug: everything, for whoever is chasing it
 
