@@ -6,7 +6,9 @@ table (``facestream settings --example``) and a test keeps the two in step.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,13 @@ from app.redact import add_secret
 
 BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
 DISPLAY_MODES = ("window", "headless", "none")
+#: old key -> its new name. ByteTrack's MATCH_THRESH was one letter group away from MATCH_THRESHOLD (which decides
+#: who a face is); both ByteTrack keys now say TRACK_. The old names still work, with one warning.
+RENAMED = {"MATCH_THRESH": "TRACK_MATCH_THRESH", "TRACK_THRESH": "TRACK_HIGH_THRESH"}
+#: keys a .env may hold that are not settings: read from the real environment by other parts (the model mirror,
+#: the TensorRT flavour, the engine store and its S3 credentials, ONNX Runtime's threads) or by docker compose
+ENV_ONLY_PREFIXES = ("FACESTREAM_", "AWS_", "COMPOSE_", "ENGINE_STORE")
+ENV_ONLY_KEYS = {"ORT_THREADS"}
 
 
 def _key(key: str, help: str, choices: tuple[str, ...] | None = None, secret: bool = False,
@@ -69,8 +78,10 @@ class Settings:
     # identity
     match_threshold: float = _key("MATCH_THRESHOLD", "cosine similarity above which a face is a known person",
                                   lo=-1.0, hi=1.0, default=0.35)
-    track_thresh: float = _key("TRACK_THRESH", "ByteTrack high-score threshold", lo=0.0, hi=1.0, default=0.5)
-    match_thresh: float = _key("MATCH_THRESH", "ByteTrack association threshold", lo=0.0, hi=1.0, default=0.8)
+    track_thresh: float = _key("TRACK_HIGH_THRESH", "ByteTrack: detections scoring above this are matched to "
+                               "tracks first (formerly TRACK_THRESH)", lo=0.0, hi=1.0, default=0.5)
+    match_thresh: float = _key("TRACK_MATCH_THRESH", "ByteTrack: largest match cost (1 - IoU x score) at which a "
+                               "box still continues a track (formerly MATCH_THRESH)", lo=0.0, hi=1.0, default=0.8)
     track_buffer: int = _key("TRACK_BUFFER", "frames (at 30 fps) a lost track is kept", lo=1, default=30)
     drift_threshold: float = _key("DRIFT_THRESHOLD", "cosine distance of a track's embedding from its last "
                                   "query that triggers a new gallery query", lo=0.0, hi=2.0, default=0.15)
@@ -124,16 +135,27 @@ class Settings:
 
     @classmethod
     def load(cls, env_file: str | Path | None = ".env", overrides: dict[str, str] | None = None,
-             environ: dict[str, str] | None = None) -> Settings:
+             environ: dict[str, str] | None = None, warn: Callable[[str], None] | None = None) -> Settings:
         """Read ``env_file`` (without overriding the real environment), then the environment, then
-        ``overrides``; validate every value; raise one FacestreamError naming the key on a bad one."""
+        ``overrides``; validate every value; raise one FacestreamError naming the key on a bad one.
+
+        ``warn`` receives one line per unknown key in ``env_file`` and per old key name still in use. Only the
+        command line passes it, in the parent: whatever else loads settings (a stage process, a test) stays quiet."""
         env: dict[str, str] = {}
+        file_keys: list[str] = []
         if env_file and Path(env_file).is_file():
             from dotenv import dotenv_values
 
-            env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+            file_values = dotenv_values(env_file)
+            file_keys = list(file_values)
+            env.update({k: v for k, v in file_values.items() if v is not None})
         env.update(os.environ if environ is None else environ)
         env.update(overrides or {})
+        name = Path(env_file).name if env_file else ".env"
+        env, notes = _renamed(env, set(file_keys), name)
+        if warn is not None:
+            for line in notes + unknown_keys(file_keys, name):
+                warn(line)
         values = {}
         for f in fields(cls):
             key = f.metadata["key"]
@@ -175,6 +197,38 @@ class Settings:
             lines.append(f"# {meta['help']}{choices}")
             lines.append(f"{meta['key']}={default}")
         return "\n".join(lines) + "\n"
+
+
+def _renamed(env: dict[str, str], file_keys: set[str], file_name: str = ".env") -> tuple[dict[str, str], list[str]]:
+    """``env`` with old key names moved to their new ones (a new name set as well wins), and one line per old
+    name in use."""
+    env = dict(env)
+    notes = []
+    for old, new in RENAMED.items():
+        if old not in env:
+            continue
+        where = file_name if old in file_keys else "the environment"
+        value = env.pop(old)
+        if new in env:
+            notes.append(f"{old} is now {new}: remove {old} from {where} ({new} is set and wins)")
+        else:
+            env[new] = value
+            notes.append(f"{old} is now {new}: rename it in {where}")
+    return env, notes
+
+
+def unknown_keys(keys: list[str], file_name: str = ".env") -> list[str]:
+    """One line per key facestream does not know, naming the closest real key (a typo is silently ignored
+    otherwise: ``MATCH_TRESHOLD=0.5`` would leave the threshold at its default)."""
+    known = list(Settings.env_keys())
+    lines = []
+    for key in keys:
+        if key in known or key in RENAMED or key in ENV_ONLY_KEYS or key.startswith(ENV_ONLY_PREFIXES):
+            continue
+        close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see .env.example for every key"
+        lines.append(f"{file_name}: unknown key {key} is ignored — {hint}")
+    return lines
 
 
 def usable_cores() -> int:

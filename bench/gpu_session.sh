@@ -16,7 +16,7 @@ step "run: full pipeline, PyTorch CUDA FP16, STRICT_GPU=true, every frame"
 fs run --headless --out "$OUT/gpu_annotated.mp4" --log-tracks "$OUT/gpu_tracks.jsonl" --source "$VIDEO"
 echo "run exit code: $?"
 step "strict mode refuses a CPU stage"
-EMBEDDING_BACKEND=onnxruntime DEVICE=cpu fs run --headless --max-frames 5 --source "$VIDEO"; echo "exit code: $?"
+EMBEDDING_BACKEND=onnxruntime DEVICE=cpu DISPLAY_MODE=none fs run --max-frames 5 --source "$VIDEO"; echo "exit code: $?"
 step "compare FP16 CUDA vs FP32 CPU"
 fs compare --a pytorch:cuda:fp16 --b onnxruntime:cpu:fp32 "$MEDIA"/people/*/*
 fs compare --a pytorch:cuda:fp32 --b onnxruntime:cpu:fp32 "$MEDIA"/people/*/*

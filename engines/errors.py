@@ -13,3 +13,8 @@ class ModelFileError(EngineError):
 
 class BackendUnavailable(EngineError):
     """A backend cannot run here (package missing, no GPU, engine unbuildable)."""
+
+
+class NoCudaGpu(BackendUnavailable):
+    """A GPU-only backend was asked for where there is no CUDA GPU (or the device is the CPU): the registry goes
+    straight to the CPU default rather than to another GPU backend."""

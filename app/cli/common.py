@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,35 @@ log = logging.getLogger("facestream")
 
 
 def load_settings(args, **overrides: str | None) -> Settings:
-    settings = Settings.load(args.env, {k: str(v) for k, v in overrides.items() if v is not None})
+    """The settings, with one warning line per unknown or renamed key, said here, once, in the parent."""
+    if args.env != ".env" and not Path(args.env).is_file():  # .env is optional; a file named on purpose is not
+        raise FacestreamError(f"--env {args.env}: file not found — check the path, or leave --env out to read .env")
+    settings = Settings.load(args.env, {k: str(v) for k, v in overrides.items() if v is not None}, warn=_warn)
     logging.getLogger().setLevel("DEBUG" if args.debug else settings.log_level)
     return settings
+
+
+def without_gpu(settings: Settings) -> Settings:
+    """TensorRT asked for on a machine with no CUDA GPU: say so once, here, naming the key, and use the CPU
+    default (onnxruntime) instead; not PyTorch, and not advice to install a CUDA binding for a GPU that is not
+    there. STRICT_GPU=true keeps it, to fail at start-up as asked."""
+    keys = {f.name: f.metadata["key"] for f in fields(settings) if f.name in ("detector_backend", "embedding_backend")
+            and getattr(settings, f.name) == "tensorrt"}
+    if not keys or settings.strict_gpu:
+        return settings
+    from engines.backends.cuda_probe import cuda_gpus
+
+    if cuda_gpus():
+        return settings
+    for key in keys.values():
+        _warn(f"{key}=tensorrt needs an NVIDIA GPU and this machine has none: using onnxruntime on the CPU "
+              "(the default) instead")
+    device = "cpu" if settings.device.startswith("cuda") else settings.device  # no GPU to ask for either
+    return replace(settings, **dict.fromkeys(keys, "onnxruntime"), device=device)
+
+
+def _warn(line: str) -> None:
+    print(f"facestream: warning: {line}", file=sys.stderr)
 
 
 class ImageUnreadable(FacestreamError):

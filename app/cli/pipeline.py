@@ -6,9 +6,11 @@ import logging
 import math
 import os
 import sys
+import time
 
 from app.cli.run import output_options
-from app.errors import FacestreamError
+from app.cli.summary import end_line, written_files
+from app.errors import FacestreamError, Stopped
 from app.settings import Settings
 from app.stages.capture import VideoSource, parse_source
 
@@ -133,7 +135,9 @@ def total_drops(stats) -> int:
 
 
 def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
-    """Run to the end; ``report`` (if given) receives the result and the per-stage stats."""
+    """Run to the end; ``report`` (if given) receives the result and the per-stage stats. Ends with one line
+    (how it ended, the files written); a stage failure is then raised as the run's one error line."""
+    started = time.time()
     preflight(settings)
     pipe, every = build_pipeline(settings, args)
     log.info("running %d stages (%s mode)", len(pipe.stages), "every-frame" if every else "live")
@@ -143,14 +147,15 @@ def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
     stats = {s.name: s for s in pipe.stage_stats()}
     shown = stats.get("display")
     frames = shown.items if shown else 0
-    fps = frames / result.seconds if result.seconds else 0.0
-    drops = total_drops(stats.values())
-    print(f"facestream: {result.reason}: {frames} frames in {result.seconds:.1f} s ({fps:.1f} fps), "
-          f"{drops} dropped", file=sys.stderr)
+    files = written_files(output_options(settings, args, 30.0, dict.fromkeys(range(len(settings.sources)), "")),
+                          started)
+    print(end_line(result.reason, frames, result.seconds, total_drops(stats.values()), files), file=sys.stderr)
     for s in stats.values():
         log.debug("%s: %d items, busy %.0f%%", s.name, s.items, s.busy * 100)
-    if not result.ok:
+    if result.reason == "failed":
         err = FacestreamError(result.summary())
         err.exit_code = result.exit_code
         raise err
+    if not result.ok:  # Ctrl-C (130) or SIGTERM (143): a stop the user asked for, said above, not an error
+        raise Stopped(result.exit_code)
     return 0

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numpy as np
 
-from app.cli.common import load_settings
+from app.cli.common import load_settings, without_gpu
+from app.cli.summary import end_line, written_files
 from app.display.annotate import Overlay
 from app.display.present import OutputOptions, Present
-from app.errors import FacestreamError
+from app.errors import FacestreamError, Stopped
 from app.settings import Settings
 from app.stages.capture import VideoSource, parse_source
 from app.types import Faces, FrameRef
@@ -57,11 +59,37 @@ def output_options(settings: Settings, args, fps: float | dict[int, float],
     )
 
 
+#: settings other than the window, --out, --serve and --log-tracks through which a run keeps or sends what it
+#: saw (getattr: a later output, e.g. events, adds its field's name here and counts without more code)
+OTHER_OUTPUTS = ("store_unknown",)
+
+
+def check_outputs(settings: Settings, args) -> None:
+    """A headless run must keep or send something: otherwise it would decode and recognise the whole source
+    (hours, on a stream) and leave nothing behind. DISPLAY_MODE=none is the way to ask for that on purpose
+    (benchmarks, profiling)."""
+    if settings.display == "none" and not args.headless:
+        return
+    options = output_options(settings, args, 30.0)
+    if options.window or options.out or options.serve_port or options.log_tracks or options.sink:
+        return
+    if any(getattr(settings, name, None) for name in OTHER_OUTPUTS):
+        return
+    mode = "--headless" if args.headless else f"DISPLAY_MODE={settings.display}"
+    raise FacestreamError(f"{mode} with no output would run and keep nothing: add --out FILE.mp4, --serve PORT "
+                          "or --log-tracks FILE (or OUTPUT / SERVE_PORT in .env; DISPLAY_MODE=none to run with no "
+                          "output on purpose)")
+
+
 def cmd_run(args) -> int:
     settings = load_settings(args, VIDEO_SOURCE=args.source)
     if not settings.sources:
         raise FacestreamError("VIDEO_SOURCE is empty: set it in .env (a file, 0 for a webcam, rtsp://… or "
                               "http://…) or pass --source")
+    for source in settings.sources:  # what to read first (a missing file is the likelier slip), then where to write
+        parse_source(source)
+    check_outputs(settings, args)
+    settings = without_gpu(settings)
     if args.validate_on_start:
         validate_on_start(settings, args.max_drift)
     if args.single_process:
@@ -142,6 +170,8 @@ def run_local(settings: Settings, args, present: Present | None = None, stages=N
     latencies: list[float] = []
     index = 0
     ok = False
+    reason = "finished"
+    started, t0 = time.time(), time.monotonic()
     try:
         while not args.max_frames or index < args.max_frames:
             frame = source.read()
@@ -164,13 +194,20 @@ def run_local(settings: Settings, args, present: Present | None = None, stages=N
                               + [f"{k}: {watch.fps(k):.1f} fps" for k in watch.busy]
                               + [f"latency p50 {np.percentile(latencies[-300:], 50) * 1000:.0f} ms"])
             if not present(frame, ref, faces, overlay):
+                reason = "stopped"
                 break
             index += 1
         ok = True
+    except KeyboardInterrupt:  # keep what was written so far, and end with the same line as the pipeline
+        ok, reason = True, "interrupted"
     finally:
         present.close(ok=ok)
         source.close()
         identify.close()
     log.info("processed %d frames in one process; ms per frame: %s", index,
              ", ".join(f"{k} {watch.busy[k] / max(watch.count[k], 1) * 1000:.2f}" for k in watch.busy))
+    files = written_files(output_options(settings, args, fps), started)
+    print(end_line(reason, index, time.monotonic() - t0, 0, files), file=sys.stderr)
+    if reason == "interrupted":
+        raise Stopped(130)
     return 0

@@ -465,7 +465,7 @@ class Pipeline:
                     self.metrics.reset_row(name)
                     self._start_stage(self.stages[name])
                     continue
-                log.error("%s", failure)
+                log.debug("%s", failure)  # the result carries it: whoever ran the pipeline says it, once
                 failures.append(failure)
                 return PipelineResult("failed", failures, time.monotonic() - t0)
             if len(done) == len(self._procs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,24 @@ LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://
 #: No ``fflags nobuffer``: with it FFmpeg discards the packets it read while probing, so every (re)connect
 #: waits for the next key frame (+1.1 s on the test clip); the live queues already keep latency bounded.
 FFMPEG_LOW_LATENCY = "rtsp_transport;tcp|flags;low_delay|max_delay;500000|stimeout;5000000"
+
+
+def quiet_video_libraries(debug: bool = False) -> None:
+    """Silence OpenCV's and FFmpeg's own log lines (``[ WARN:0@0.270] …``, ``moov atom not found``) unless
+    ``debug``: they would precede, and muddle, our one error line, which already names the source and the fix.
+
+    Set in the environment, so stage processes (spawned: they inherit it) are quiet from their first cv2 import.
+    OpenCV reads OPENCV_LOG_LEVEL only when cv2 is imported, so a cv2 already imported here is told directly.
+    A value the user set is kept."""
+    if debug:
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET: read when a capture opens
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return
+    os.environ["OPENCV_LOG_LEVEL"] = "SILENT"
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 @dataclass(frozen=True)

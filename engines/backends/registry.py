@@ -2,6 +2,8 @@
 
 A backend that cannot run here raises BackendUnavailable; the registry then tries the next one
 with a single warning line, unless strict GPU mode turns anything off the GPU into an error.
+Where there is no CUDA GPU at all (NoCudaGpu), the next one is the CPU default, onnxruntime on the CPU:
+PyTorch on a CPU is the slower of the two, and its GPU path cannot run there either.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engines.errors import BackendUnavailable, EngineError
+from engines.errors import BackendUnavailable, EngineError, NoCudaGpu
 
 if TYPE_CHECKING:
     from engines.backends.base import Backend
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("facestream.engines")
 
 FALLBACK_ORDER = ("tensorrt", "pytorch", "onnxruntime")
+CPU_DEFAULT = "onnxruntime"
 #: name -> "module:function"; the factory is imported only when asked for, so a missing
 #: optional package (torch, tensorrt, pycuda) costs nothing until that backend is chosen.
 _FACTORIES: dict[str, str] = {
@@ -68,13 +71,16 @@ def create_backend(
     if strict_gpu and device == "cpu":
         raise EngineError(f"STRICT_GPU=true but {info.name} was asked to run on the CPU: set the device to cuda")
     reasons: list[str] = []
-    for name in chain:
+    while chain:
+        name = chain.pop(0)
         try:
             made = _factory(name)(info, Path(checkpoint_dir), device=device, precision=precision, **opts)
         except BackendUnavailable as exc:
             if strict_gpu:
                 raise EngineError(f"STRICT_GPU=true and {info.name} cannot run on {name}: {exc}") from exc
             reasons.append(f"{name}: {exc}")
+            if isinstance(exc, NoCudaGpu) and name != CPU_DEFAULT:
+                chain, device = [CPU_DEFAULT], "cpu"
             continue
         if strict_gpu and not made.on_gpu:
             made.close()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.backends.base import Backend
-from engines.errors import BackendUnavailable, EngineError
+from engines.errors import BackendUnavailable, EngineError, NoCudaGpu
 
 
 class _CudaBase:
@@ -209,7 +209,7 @@ def _device_index(device: str) -> int:
     if device.startswith("cuda:") and device[5:].isdigit():
         return int(device[5:])
     if device == "cpu":
-        raise BackendUnavailable("TensorRT runs on an NVIDIA GPU only, and device cpu was asked for")
+        raise NoCudaGpu("TensorRT runs on an NVIDIA GPU only, and device cpu was asked for")
     raise BackendUnavailable(f"device {device!r} is not cuda, cuda:N or auto")
 
 
@@ -390,12 +390,15 @@ def create(info, checkpoint_dir: Path, device: str = "auto", precision: str = "f
     ``det_size``, ``workspace_mb``, ``sm``, ``build`` (False: refuse instead of building),
     ``trt_flavour`` ("trt" / "trtrtx"), ``progress`` (callable taking BuildEvent).
     """
+    from engines.backends.cuda_probe import cuda_gpus
     from engines.fetch import require
     from engines.tensorrt.api import load_trt, rtx_can_run
     from engines.tensorrt.cache import DEFAULT_DET_SIZE, default_profile, ensure_engine, sha256_file
     from engines.tensorrt.store import EngineStore
 
     index = _device_index(device)
+    if not cuda_gpus():  # before TensorRT and the CUDA bindings: their absence is not the problem here
+        raise NoCudaGpu("this machine has no CUDA GPU (TensorRT runs on NVIDIA GPUs only)")
     api = load_trt(opts.get("trt_flavour"))
     cuda = open_cuda(index)
     try:

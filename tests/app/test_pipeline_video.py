@@ -140,9 +140,68 @@ def test_strict_gpu_without_a_gpu_stops_at_start_with_one_line(enrolled_env, med
     env = tmp_path / ".env"
     env.write_text(enrolled_env.read_text() + "STRICT_GPU=true\nDETECTOR_BACKEND=pytorch\nEMBEDDING_BACKEND=pytorch\n")
     before = shm_segments()
-    proc = run_cli(env, "run", "--headless", "--source", str(media_dir / "video/short_hamilton_clip.mp4"))
+    proc = run_cli(env, "run", "--headless", "--log-tracks", str(tmp_path / "tracks.jsonl"),
+                   "--source", str(media_dir / "video/short_hamilton_clip.mp4"))
     assert proc.returncode == 1
     assert "restarting" not in proc.stderr  # a configuration error is not retried
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("facestream: error: stage ") and "STRICT_GPU=true" in last and "Traceback" not in proc.stderr
     assert shm_segments() == before
+
+
+# -- how a run ends: Ctrl-C, a stage dying (issue #12, "fail clearly, once") ------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_ctrl_c_ends_with_stopped_and_the_files_written(enrolled_env, media_dir, tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) is a stop the user asked for: exit 130 (the
+    shell's convention for SIGINT, so scripts can tell), a last line saying "stopped" and naming what was
+    written, no error line, no shared memory left."""
+    import signal
+
+    from tests.app.faults.servers import fault_env, lines, shm_segments, start_run, stderr_of, wait_for
+
+    env = fault_env(enrolled_env, tmp_path)
+    log = tmp_path / "tracks.jsonl"
+    proc = start_run(env, "--realtime", "--headless", "--log-tracks", str(log), "--source",
+                     str(media_dir / "video/short_hamilton_clip.mp4"))
+    try:
+        wait_for(lambda: lines(log) >= 10, 120, "the first 10 frames", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = stderr_of(env)
+    assert code == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("facestream: stopped (Ctrl-C): ") and last.endswith(f"; wrote {log}"), err
+    assert "error" not in err and "Traceback" not in err, err
+    assert not shm_segments([proc.pid])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_stage_that_dies_is_reported_once(enrolled_env, media_dir, tmp_path):
+    import signal
+
+    from tests.app.faults.servers import fault_env, lines, shm_segments, stage_pids, start_run, stderr_of, wait_for
+
+    env = fault_env(enrolled_env, tmp_path, STAGE_RESTARTS=0)
+    log = tmp_path / "tracks.jsonl"
+    proc = start_run(env, "--realtime", "--headless", "--log-tracks", str(log), "--source",
+                     str(media_dir / "video/short_hamilton_clip.mp4"))
+    try:
+        wait_for(lambda: lines(log) >= 10, 120, "the first 10 frames", proc)
+        os.kill(stage_pids(proc.pid)["detect"], signal.SIGKILL)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = stderr_of(env)
+    assert code == 1, err
+    assert err.count("stage detect died") == 1, err
+    end = err.strip().splitlines()[-2:]
+    assert end[0].startswith("facestream: failed: ") and end[0].endswith(f"; wrote {log}"), err
+    assert end[1] == "facestream: error: stage detect died (killed by SIGKILL)", err
+    assert not shm_segments([proc.pid])

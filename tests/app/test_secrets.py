@@ -24,7 +24,7 @@ def run(tmp_path, env_text: str, *args: str) -> subprocess.CompletedProcess:
 def test_stream_password_is_masked(tmp_path, checkpoint_dir):
     url = f"rtsp://admin:hunter2secret@127.0.0.1:{closed_port()}/stream1"
     proc = run(tmp_path, f"CHECKPOINT_DIR={checkpoint_dir}\nQDRANT_PATH={tmp_path / 'g'}\n", "run", "--headless",
-               "--source", url)
+               "--log-tracks", str(tmp_path / "tracks.jsonl"), "--source", url)
     assert proc.returncode == 2
     assert "hunter2secret" not in proc.stdout + proc.stderr
     assert "rtsp://***@127.0.0.1" in proc.stderr and "cannot be reached" in proc.stderr

@@ -60,3 +60,55 @@ def test_decoder_threads_share_the_cores_between_sources(monkeypatch):
     assert Settings(video_source=one, decode_threads=3).decoder_threads() == 3  # DECODE_THREADS wins
     monkeypatch.setattr("app.settings.usable_cores", lambda: 4)
     assert Settings(video_source=",".join(["a.mp4"] * 4)).decoder_threads() == 2
+
+
+def load_warned(tmp_path, text: str, environ: dict | None = None) -> tuple[Settings, list[str]]:
+    env = tmp_path / ".env"
+    env.write_text(text)
+    lines: list[str] = []
+    return Settings.load(env, environ=environ or {}, warn=lines.append), lines
+
+
+def test_env_typo_warns_naming_the_closest_key_and_keeps_the_default(tmp_path):
+    s, lines = load_warned(tmp_path, "MATCH_TRESHOLD=0.5\ndet_size=320\nCOLOUR=blue\n")
+    assert lines == [".env: unknown key MATCH_TRESHOLD is ignored — did you mean MATCH_THRESHOLD?",
+                     ".env: unknown key det_size is ignored — did you mean DET_SIZE?",
+                     ".env: unknown key COLOUR is ignored — see .env.example for every key"]
+    assert s.match_threshold == Settings().match_threshold and s.det_size == Settings().det_size
+
+
+def test_keys_read_from_the_environment_elsewhere_are_not_unknown(tmp_path):
+    _, lines = load_warned(tmp_path, "FACESTREAM_MODEL_MIRROR=/m\nENGINE_STORE=s3://b/p\nORT_THREADS=2\n"
+                                     "AWS_ACCESS_KEY_ID=x\nDET_SIZE=320\n")
+    assert lines == []
+
+
+@pytest.mark.parametrize("old,new,field", [("MATCH_THRESH", "TRACK_MATCH_THRESH", "match_thresh"),
+                                           ("TRACK_THRESH", "TRACK_HIGH_THRESH", "track_thresh")])
+def test_old_bytetrack_keys_still_work_with_one_warning(tmp_path, old, new, field):
+    s, lines = load_warned(tmp_path, f"{old}=0.65\n")
+    assert getattr(s, field) == 0.65
+    assert lines == [f"{old} is now {new}: rename it in .env"]
+    s, lines = load_warned(tmp_path, "", environ={old: "0.6"})
+    assert getattr(s, field) == 0.6 and lines == [f"{old} is now {new}: rename it in the environment"]
+    s, lines = load_warned(tmp_path, f"{old}=0.65\n{new}=0.7\n")  # both: the new name wins
+    assert getattr(s, field) == 0.7
+    assert lines == [f"{old} is now {new}: remove {old} from .env ({new} is set and wins)"]
+
+
+def test_settings_loaded_without_a_warn_callback_stay_quiet(tmp_path, capsys):
+    env = tmp_path / ".env"
+    env.write_text("MATCH_TRESHOLD=0.5\nMATCH_THRESH=0.6\n")
+    assert Settings.load(env, environ={}).match_thresh == 0.6  # what a stage process does: the parent warned
+    assert capsys.readouterr() == ("", "")
+
+
+def test_no_two_keys_differ_only_by_an_abbreviation():
+    # MATCH_THRESHOLD (who a face is) and ByteTrack's MATCH_THRESH were one abbreviation apart
+    words = {"THRESHOLD": "THRESH", "DETECTOR": "DET", "DETECT": "DET"}
+
+    def norm(key: str) -> str:
+        return "_".join(words.get(w, w) for w in key.split("_"))
+
+    keys = list(Settings.env_keys())
+    assert len({norm(k) for k in keys}) == len(keys)

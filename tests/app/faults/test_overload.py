@@ -64,7 +64,7 @@ def test_overload_drops_stale_frames_with_bounded_latency_and_flat_memory(enroll
     print(f"overload: served {served / seconds:.1f} fps, shown {shown / seconds:.1f} fps, "
           f"latency p50 {p50:.0f} ms p99 {p99:.0f} ms, RSS growth KiB {growth}")
     assert served > 1.5 * shown, "the source was not faster than the pipeline: not an overload"
-    m = re.search(r"interrupted: (\d+) frames in .*?, (\d+) dropped", err)
+    m = re.search(r"stopped \(Ctrl-C\): (\d+) frames in .*?, (\d+) dropped", err)
     assert m, err
     assert int(m.group(2)) > 0.3 * served  # most of the surplus is dropped, and counted
     assert p99 < P99_BOUND_MS, f"p99 latency {p99:.0f} ms: frames are queueing up"

@@ -90,7 +90,7 @@ def survive_outages(enrolled_env, src: LiveSource, tmp_path, outages: int, down:
         assert proc.wait(30) == 130, stderr_of(env)
     err = stderr_of(env)
     assert err.count("reconnecting with backoff") >= outages, err
-    assert "interrupted:" in err
+    assert "stopped (Ctrl-C):" in err
     assert "died" not in err and "Traceback" not in err, err
     assert not shm_segments(run_pids)  # every segment of this run unlinked (other runs on the box may add theirs)
 
