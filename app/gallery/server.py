@@ -69,7 +69,8 @@ class ServerGallery(Gallery):
                  api_key: str | None = None, prefer_grpc: bool = False, client: QdrantClient | None = None,
                  location: str | None = None, path: str | os.PathLike | None = None, timeout: int = 10,
                  spool_dir: str | os.PathLike | None = None, embedder: Embedder | None = None,
-                 photos_dir: str | os.PathLike | None = None) -> None:
+                 photos_dir: str | os.PathLike | None = None, connect: bool = True) -> None:
+        """``connect=False``: nothing is asked of the server until ``connect()`` or the first call."""
         self.dim = dim
         self.collection = collection
         self.embedder = embedder
@@ -90,6 +91,8 @@ class ServerGallery(Gallery):
         self.spool = Spool(spool_dir) if spool_dir is not None else None
         self._ready = False
         self._closed = False
+        if not connect:
+            return
         try:
             self._ensure_collection()
         except GalleryUnavailable as exc:
@@ -164,8 +167,10 @@ class ServerGallery(Gallery):
             raise
 
     def connect(self) -> None:
-        """Reach the server now (start-up checks): GalleryUnavailable if it does not answer."""
+        """Reach the server now (start-up checks) and write what waits in the spool: GalleryUnavailable if it does
+        not answer."""
         self._ensure_collection()
+        self.flush_spool()
 
     def _check_vectors(self) -> None:
         params = self._call(self.client.get_collection, self.collection).config.params.vectors

@@ -20,13 +20,14 @@ log = logging.getLogger("facestream.identify")
 UNKNOWN_VOTES = 3  # unknown answers in a row before a stranger is stored (one blurry frame is not a person)
 
 
-def gallery_from_settings(settings: Settings, check_embedder: bool = True):
+def gallery_from_settings(settings: Settings, check_embedder: bool = True, connect: bool = True):
     """The configured gallery; with ``check_embedder``, tied to EMBEDDER_MODEL (a gallery filled by another model
-    is refused, EmbedderMismatch). Managing names (people list/rename/remove) needs no model and skips that."""
+    is refused, EmbedderMismatch). Managing names (people list/rename/remove) needs no model and skips that.
+    ``connect=False``: a server is not asked until ``connect()`` (see ``open_gallery``)."""
     return open_gallery(url=settings.qdrant_url or None, path=settings.qdrant_path,
                         collection=settings.qdrant_collection, api_key=settings.qdrant_api_key or None,
                         prefer_grpc=settings.qdrant_grpc,
-                        embedder=embedder_of(settings) if check_embedder else None)
+                        embedder=embedder_of(settings) if check_embedder else None, connect=connect)
 
 
 def embedder_of(settings: Settings) -> Embedder:
