@@ -311,7 +311,13 @@ class Gallery(ABC):
         out: list[str | None] = []
         for key, src in zip(prep.keys, prep.sources):
             digest = key[5:].split("#")[0] if key.startswith("file:") else None
-            out.append(self.photos.put(src, digest) if self.photos is not None and digest and src else None)
+            name = None
+            if self.photos is not None and digest and src:
+                try:
+                    name = self.photos.put(src, digest)
+                except FileNotFoundError:  # a spooled enrolment whose photo has gone since: enrolled without it
+                    log.warning("gallery: %s is gone: enrolled without keeping the photo", src)
+            out.append(name)
         return out
 
     def photo_owner(self, photo: str | Path, person_id: str | None = None) -> Match | None:

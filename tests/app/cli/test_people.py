@@ -209,6 +209,10 @@ def test_a_gallery_of_another_model_is_refused_until_reembedded(env, people_dir,
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1
     assert "filled by glintr100" in err and "EMBEDDER_MODEL is w600k_mbf" in err and "people reembed" in err
+    clip = str(media_dir / "video/short_hamilton_clip.mp4")
+    assert run(env, "run", "--source", clip, "--headless", "--out", str(tmp_path / "out.mp4")) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "filled by glintr100" in err and not (tmp_path / "out.mp4").exists()
     assert run(env, "people") == 0  # names can still be managed
     capsys.readouterr()
 

@@ -308,3 +308,18 @@ def test_enrolment_photos_are_kept_by_content(opener, tmp_path):
     [(_, payload)] = list(g.points())
     assert payload["photo"] == kept.name and g.photos.path(payload["photo"]) == kept
     assert not list((tmp_path / "photos").glob(".*"))  # no temporary file left
+
+
+def test_a_spooled_photo_that_has_gone_is_enrolled_without_being_kept(opener, tmp_path):
+    from app.gallery.base import prepare
+    from app.gallery.photos import PhotoStore
+
+    g = opener()
+    g.photos = PhotoStore(tmp_path / "photos")
+    photo = tmp_path / "ada.jpg"
+    photo.write_bytes(b"ada")
+    prep = prepare(unit(np.random.default_rng(17), 1), 512, [str(photo)])  # as the spool holds it
+    photo.unlink()
+    assert g._write("Ada", None, prep).written == 1
+    [(_, payload)] = list(g.points())
+    assert "photo" not in payload and not list((tmp_path / "photos").glob("*"))  # no half-kept photo either
