@@ -36,3 +36,16 @@ def test_an_unreachable_server_at_start_is_one_line_and_exit_69_after_qdrant_wai
     assert out == ""
     assert wait - 0.5 <= waited <= wait + 10
     assert not (tmp_path / "gallery" / "spool").exists()  # nothing was queued for a run that never started
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_single_process_loop_makes_the_same_start_up_check(tmp_path, checkpoint_dir, media_dir, closed_url,
+                                                              capsys):
+    env = tmp_path / ".env"
+    env.write_text(f"CHECKPOINT_DIR={checkpoint_dir}\nQDRANT_PATH={tmp_path / 'gallery'}\nQDRANT_URL={closed_url}\n"
+                   "DISPLAY_MODE=none\n")
+    code = main(["--env", str(env), "run", "--single-process", "--source",
+                 str(media_dir / "video/short_hamilton_clip.mp4")])
+    err = capsys.readouterr().err
+    assert code == 69 and len(err.strip().splitlines()) == 1 and "did not answer within QDRANT_WAIT_S=0 s" in err

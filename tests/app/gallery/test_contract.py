@@ -323,3 +323,15 @@ def test_a_spooled_photo_that_has_gone_is_enrolled_without_being_kept(opener, tm
     assert g._write("Ada", None, prep).written == 1
     [(_, payload)] = list(g.points())
     assert "photo" not in payload and not list((tmp_path / "photos").glob("*"))  # no half-kept photo either
+
+
+def test_a_gallery_from_before_embedder_records_is_taken_as_the_configured_model(opener, caplog):
+    from app.gallery import Embedder
+
+    g = opener()
+    g.add("Ada", unit(np.random.default_rng(18), 1))  # written with no record, as older versions did
+    assert g.stored_embedder() is None
+    g.embedder = Embedder("w600k_mbf", "c" * 64)
+    g._bind_embedder()
+    assert g.stored_embedder() == g.embedder and g.count() == 1
+    assert "no record of the model" in caplog.text and "people reembed" in caplog.text
