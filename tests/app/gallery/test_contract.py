@@ -335,3 +335,56 @@ def test_a_gallery_from_before_embedder_records_is_taken_as_the_configured_model
     g._bind_embedder()
     assert g.stored_embedder() == g.embedder and g.count() == 1
     assert "no record of the model" in caplog.text and "people reembed" in caplog.text
+
+
+class _Detections:
+    def __init__(self, n: int) -> None:
+        self.areas = np.arange(1, n + 1, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.areas)
+
+
+class _NewModel:
+    """Stands in for another embedding model: a fixed embedding per photo, by the photo's first pixel."""
+
+    def __init__(self, faces_per_photo: int = 1) -> None:
+        self.n = faces_per_photo
+
+    def analyze(self, image):
+        rng = np.random.default_rng(int(image[0, 0, 0]))
+        from types import SimpleNamespace
+
+        return SimpleNamespace(detections=_Detections(self.n), embeddings=unit(rng, self.n))
+
+
+def test_reembed_rebuilds_every_point_from_its_kept_photo_and_records_the_model(opener, tmp_path):
+    import cv2
+
+    from app.gallery import Embedder
+    from app.gallery.photos import PhotoStore
+    from app.gallery.reembed import reembed
+
+    g = opener()
+    g.photos = PhotoStore(tmp_path / "photos")
+    photos = []
+    for i, who in enumerate(("Ada", "Alan")):
+        path = tmp_path / f"{who}.png"
+        cv2.imwrite(str(path), np.full((8, 8, 3), 10 + i, np.uint8))
+        photos.append(path)
+        g.add(who, unit(np.random.default_rng(100 + i), 1), source=[str(path)])
+    g.add("stranger", unit(np.random.default_rng(3), 1))  # no photo: cannot be rebuilt
+    for p in photos:
+        p.unlink()  # only the kept copies remain
+    new = Embedder("w600k_r50", "d" * 64)
+
+    with pytest.raises(GalleryError, match=r"1 embedding\(s\) have no photo.*stranger \(1\).*--drop-missing"):
+        reembed(_NewModel(), g, new)
+    assert g.stored_embedder() is None and g.count() == 3  # nothing changed
+
+    line = reembed(_NewModel(), g, new, drop_missing=True)
+    assert line == "re-embedded 2 photo(s) of 2 people with w600k_r50; left out 1 embedding(s) with no photo"
+    assert g.stored_embedder() == new and [p.name for p in g.people()] == ["Ada", "Alan"]
+    for i, who in enumerate(("Ada", "Alan")):  # each point now holds the new model's embedding of its photo
+        m = g.search(unit(np.random.default_rng(10 + i), 1), threshold=0.99)[0]
+        assert m is not None and m.name == who
