@@ -93,10 +93,15 @@ class Settings:
     # gallery
     qdrant_url: str = _key("QDRANT_URL", "Qdrant server URL (credentials in it are masked in logs); empty: the "
                            "embedded engine under QDRANT_PATH", default="")
-    qdrant_path: str = _key("QDRANT_PATH", "folder of the embedded gallery", default="qdrant_data")
+    qdrant_path: str = _key("QDRANT_PATH", "folder of the embedded gallery, and (with a server too) of the kept "
+                            "enrolment photos and the spool of enrolments waiting for the server",
+                            default="qdrant_data")
     qdrant_api_key: str = _key("QDRANT_API_KEY", "API key of the Qdrant server", secret=True, default="")
     qdrant_collection: str = _key("QDRANT_COLLECTION", "collection (or embedded shard) name", default="faces")
     qdrant_grpc: bool = _key("QDRANT_GRPC", "talk gRPC to the Qdrant server", default=False)
+    qdrant_wait_s: float = _key("QDRANT_WAIT_S", "seconds `run` waits at start for the Qdrant server to answer "
+                                "before giving up with an error (a server starting beside it)", lo=0.0, hi=3600.0,
+                                default=0.0)
     # display
     display: str = _key("DISPLAY_MODE", "window, headless (write OUTPUT / serve MJPEG) or none",
                         DISPLAY_MODES, default="window")

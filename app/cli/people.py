@@ -1,8 +1,13 @@
-"""`enrol` and `people`: put people in the gallery from photos; list, rename, remove them."""
+"""`enrol` and `people`: put people in the gallery from photos; list, rename, remove, re-embed them; the spool.
+
+Every line printed says what was done; nothing is printed as done that was not.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,81 +15,219 @@ import numpy as np
 from app.cli.common import ImageUnreadable, image_files, load_settings, read_image
 from app.errors import FacestreamError
 
+NAME_FILE = "name.txt"  # in a person's enrolment folder: their display name (the folder's name is their id)
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("enrol", aliases=["enroll"], help="add a person (or a folder of people) to the gallery")
-    p.add_argument("name", nargs="?", help="the person's name")
+    p.add_argument("name", nargs="?", help="the person's display name")
     p.add_argument("photos", nargs="*", help="photos of that person, one face each")
-    p.add_argument("--folder", help="a folder with one sub-folder of photos per person (its name)")
+    p.add_argument("--folder", help="a folder with one sub-folder of photos per person: the sub-folder's name is "
+                   f"the person's id, an optional {NAME_FILE} in it their display name")
     p.add_argument("--largest", action="store_true", help="use the largest face of a photo with several")
+    p.add_argument("--force", action="store_true",
+                   help="enrol a photo even if its face already matches another person above MATCH_THRESHOLD")
     p.set_defaults(func=cmd_enrol)
 
-    p = sub.add_parser("people", help="list, rename or remove enrolled people")
-    p.add_argument("action", nargs="?", default="list", choices=("list", "rename", "remove"),
-                   help="list everyone, rename WHO NEW_NAME, or remove WHO (default list)")
-    p.add_argument("who", nargs="?", help="name or person id (rename, remove)")
-    p.add_argument("new_name", nargs="?", help="new name (rename)")
-    p.set_defaults(func=cmd_people)
+    p = sub.add_parser("people", help="list, rename, remove or re-embed enrolled people; the enrolment spool")
+    p.set_defaults(func=cmd_list)
+    acts = p.add_subparsers(dest="action", metavar="{list,rename,remove,reembed,spool}")
+    acts.add_parser("list", help="everyone enrolled (the default)").set_defaults(func=cmd_list)
+    for name, what in (("rename", "give a person a new display name"), ("remove", "delete a person")):
+        a = acts.add_parser(name, help=what)
+        a.add_argument("who", help="the person's display name (any case), or their id with --id")
+        if name == "rename":
+            a.add_argument("new_name", help="the new display name")
+        a.add_argument("--id", action="store_true", dest="by_id", help="WHO is a person id, not a display name")
+        a.set_defaults(func=cmd_rename if name == "rename" else cmd_remove)
+    a = acts.add_parser("reembed", help="rebuild every embedding from the kept photos with EMBEDDER_MODEL")
+    a.add_argument("--drop-missing", action="store_true",
+                   help="leave out embeddings that have no kept photo (else nothing is changed)")
+    a.set_defaults(func=cmd_reembed)
+    a = acts.add_parser("spool", help="enrolments waiting for an unreachable Qdrant server")
+    a.add_argument("spool_action", nargs="?", default="list", choices=("list", "flush", "drop"),
+                   help="list the waiting enrolments, flush them to the server, or drop them")
+    a.add_argument("entries", nargs="*", help="drop: only these entries (ids from `people spool list`)")
+    a.set_defaults(func=cmd_spool)
 
 
-def _gallery(settings):
+def _gallery(settings, check_embedder: bool = True, connect: bool = True):
     from app.stages.identify import gallery_from_settings
 
-    return gallery_from_settings(settings)
+    return gallery_from_settings(settings, check_embedder=check_embedder, connect=connect)
 
 
-def collect_enrolment(name: str | None, photos: list[str], folder: str | None) -> dict[str, list[Path]]:
-    """{name: [photo paths]} from either NAME PHOTO… or --folder DIR (one sub-folder per person)."""
+@dataclass
+class Enrolment:
+    """One person to enrol: a display name, their photos, and (from a folder) their stable id."""
+
+    name: str
+    photos: list[Path]
+    person_id: str | None = None
+    named_by_file: bool = False
+
+
+def collect_enrolment(name: str | None, photos: list[str], folder: str | None) -> list[Enrolment]:
+    """Who to enrol with which photos, from either NAME PHOTO… or --folder DIR (one sub-folder per person)."""
+    from app.gallery.base import slug
+
     if folder:
         root = Path(folder)
         if not root.is_dir():
             raise FacestreamError(f"enrolment folder not found: {folder}")
-        people = {d.name: image_files(d) for d in sorted(root.iterdir()) if d.is_dir()}
-        people = {k: v for k, v in people.items() if v}
-        if not people:
+        out = []
+        for d in sorted(p for p in root.iterdir() if p.is_dir()):
+            files = image_files(d)
+            if not files:
+                continue
+            named = d / NAME_FILE
+            display = named.read_text(encoding="utf-8").strip().splitlines()[0].strip() if named.is_file() else ""
+            out.append(Enrolment(display or d.name, files, slug(d.name), bool(display)))
+        if not out:
             raise FacestreamError(f"{folder} has no sub-folders with photos: use one sub-folder per person")
-        return people
+        return out
     if not name or not photos:
         raise FacestreamError("say who and with which photos: facestream enrol NAME PHOTO… or --folder DIR")
-    return {name: [Path(p) for p in photos]}
+    return [Enrolment(name, [Path(p) for p in photos])]
 
 
-def enrol(analyzer, gallery, people: dict[str, list[Path]], largest: bool = False, progress: bool = True) -> dict:
-    """Embed each photo's one face and add it; {name: (written, spooled, [(photo, reason skipped)])}.
+@dataclass
+class Outcome:
+    """What enrolling one person did."""
 
-    ``spooled`` counts embeddings kept in the local spool because the Qdrant server was unreachable:
-    they are written when it answers again, never lost."""
+    name: str
+    person_id: str | None = None
+    written: int = 0
+    already: int = 0
+    spooled: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.written + self.already + self.spooled > 0
+
+    def lines(self) -> list[str]:
+        if self.error:
+            head = f"{self.name}: not enrolled: {self.error}"
+        elif self.spooled:
+            head = f"{self.name}: {self.spooled} photo(s) kept in the local spool until the Qdrant server answers"
+        elif self.written:
+            head = f"enrolled {self.name}: {self.written} photo(s)"
+            head += f", {self.already} already enrolled" if self.already else ""
+        elif self.already:
+            head = f"{self.name}: already enrolled ({self.already} photo(s))"
+        else:
+            head = f"{self.name}: nothing enrolled"
+        return [head, *(f"  {n}" for n in self.notes), *(f"  skipped {p}: {why}" for p, why in self.skipped)]
+
+
+def enrol(analyzer, gallery, people: list[Enrolment], threshold: float, largest: bool = False, force: bool = False,
+          progress: bool = True) -> list[Outcome]:
+    """Embed each new photo's one face and add it to its person; one Outcome per person.
+
+    A photo already enrolled (by its bytes) is not embedded again; one already enrolled as someone else, or whose
+    face matches another person at ``threshold`` or more (unless ``force``), is skipped with the reason.
+    Embeddings kept in the spool (server unreachable) are written when it answers again, never lost."""
     from tqdm import tqdm
 
-    report: dict[str, tuple[int, int, list[tuple[str, str]]]] = {}
-    total = sum(len(v) for v in people.values())
+    from app.gallery import GalleryError, GalleryUnavailable
+
+    outcomes = []
+    total = sum(len(e.photos) for e in people)
     with tqdm(total=total, unit="photo", desc="enrol", disable=not progress, file=sys.stderr) as bar:
-        for name, photos in people.items():
-            embeddings, sources, skipped = [], [], []
-            for photo in photos:
-                bar.update(1)
-                try:
-                    image = read_image(photo)
-                except ImageUnreadable as exc:
-                    skipped.append((str(photo), exc.reason))
-                    continue
-                faces = analyzer.analyze(image)
-                n = len(faces.detections)
-                if n == 0:
-                    skipped.append((str(photo), "no face found"))
-                    continue
-                if n > 1 and not largest:
-                    skipped.append((str(photo), f"{n} faces (use --largest to take the largest)"))
-                    continue
-                i = int(np.argmax(faces.detections.areas))
-                embeddings.append(faces.embeddings[i])
-                sources.append(str(photo))
-            written = spooled = 0
-            if embeddings:
-                result = gallery.add(name, np.stack(embeddings), source=sources)
-                written, spooled = result.written, result.spooled
-            report[name] = (written, spooled, skipped)
-    return report
+        for who in people:
+            out = Outcome(who.name)
+            outcomes.append(out)
+            try:
+                _enrol_one(analyzer, gallery, who, out, bar, threshold, largest, force)
+            except GalleryUnavailable:
+                raise
+            except GalleryError as exc:
+                out.error = str(exc)
+    return outcomes
+
+
+def _enrol_one(analyzer, gallery, who: Enrolment, out: Outcome, bar, threshold: float, largest: bool,
+               force: bool) -> None:
+    from app.gallery import GalleryUnavailable
+
+    name, pid = who.name, who.person_id
+    reachable = True
+    try:
+        if pid is not None:
+            existing = gallery.person(pid)
+            if existing is not None and existing.name != who.name:
+                name = existing.name  # a renamed person keeps their name; the folder keeps feeding them
+                if who.named_by_file:
+                    out.notes.append(f"kept the name {existing.name!r} ({NAME_FILE} says {who.name!r}: "
+                                     f"facestream people rename to change it)")
+        else:
+            found = gallery.find(name)
+            if len(found) == 1:  # the same name in any case: that person, under the spelling stored
+                pid, name = found[0].person_id, found[0].name
+    except GalleryUnavailable:
+        reachable = False
+    out.name, out.person_id = name, pid
+    embeddings, sources = [], []
+    for photo in who.photos:
+        bar.update(1)
+        if reachable:
+            try:
+                owner = gallery.photo_owner(photo, pid)
+            except GalleryUnavailable:
+                reachable, owner = False, None
+            if owner is not None and pid is not None and owner.person_id == pid:
+                out.already += 1
+                continue
+            if owner is not None:
+                out.skipped.append((str(photo), f"already enrolled as {owner.name}"))
+                continue
+        try:
+            image = read_image(photo)
+        except ImageUnreadable as exc:
+            out.skipped.append((str(photo), exc.reason))
+            continue
+        faces = analyzer.analyze(image)
+        n = len(faces.detections)
+        if n == 0:
+            out.skipped.append((str(photo), "no face found"))
+            continue
+        if n > 1 and not largest:
+            out.skipped.append((str(photo), f"{n} faces (use --largest to take the largest)"))
+            continue
+        embeddings.append(faces.embeddings[int(np.argmax(faces.detections.areas))])
+        sources.append(str(photo))
+    if embeddings and reachable and not force:
+        try:
+            embeddings, sources = _drop_lookalikes(gallery, embeddings, sources, pid, threshold, out)
+        except GalleryUnavailable:
+            reachable = False
+    if not reachable:
+        out.notes.append("the Qdrant server is unreachable: photos were not checked against the people enrolled")
+    if not embeddings:
+        return
+    result = gallery.add(name, np.stack(embeddings), person_id=pid, source=sources)
+    out.person_id = result.person_id or pid
+    out.written += result.written
+    out.already += result.already
+    out.spooled += result.spooled
+    out.skipped += [(src, f"already enrolled as {owner}") for src, owner in result.taken]
+
+
+def _drop_lookalikes(gallery, embeddings: list, sources: list[str], pid: str | None, threshold: float,
+                     out: Outcome) -> tuple[list, list[str]]:
+    """Photos whose face matches another person at ``threshold`` or more are skipped, naming that person."""
+    kept_e, kept_s = [], []
+    for emb, src, top in zip(embeddings, sources, gallery.search_top(np.stack(embeddings), threshold, k=2)):
+        other = next((m for m in top if m.person_id != pid), None)
+        if other is None:
+            kept_e.append(emb)
+            kept_s.append(src)
+        else:
+            out.skipped.append((src, f"matches {other.name} ({other.score:.2f}) — use --force to enrol it anyway"))
+    return kept_e, kept_s
 
 
 def cmd_enrol(args) -> int:
@@ -92,47 +235,95 @@ def cmd_enrol(args) -> int:
 
     people = collect_enrolment(args.name, args.photos, args.folder)
     settings = load_settings(args)
-    analyzer = _analyzer(settings)
     gallery = _gallery(settings)
     try:
-        report = enrol(analyzer, gallery, people, largest=args.largest)
+        analyzer = _analyzer(settings)
+        outcomes = enrol(analyzer, gallery, people, settings.match_threshold, largest=args.largest,
+                         force=args.force)
     finally:
         gallery.close()
-    failed = 0
-    for name, (written, spooled, skipped) in report.items():
-        line = f"{name}: {written} embedding(s) written"
-        if spooled:
-            line += f", {spooled} kept in the local spool until the Qdrant server answers"
-        print(line)
-        for photo, why in skipped:
-            print(f"  skipped {photo}: {why}")
-        failed += len(skipped) > 0 and written + spooled == 0
-    return 1 if failed == len(report) else 0
+    for out in outcomes:
+        print("\n".join(out.lines()))
+    return 0 if any(o.ok for o in outcomes) else 1
 
 
-def cmd_people(args) -> int:
+def cmd_list(args) -> int:
     settings = load_settings(args)
-    gallery = _gallery(settings)
-    try:
-        if args.action == "list":
-            people = gallery.people()
-            if not people:
-                print("no one enrolled yet: facestream enrol NAME PHOTO…")
-            for p in people:
-                print(f"{p.name:30s} {p.embeddings:3d} embedding(s)  id {p.person_id}")
-            return 0
-        if not args.who:
-            raise FacestreamError(f"people {args.action} needs a name or person id")
-        if args.action == "rename":
-            if not args.new_name:
-                raise FacestreamError("people rename needs the new name: facestream people rename OLD NEW")
-            n = gallery.rename(args.who, args.new_name)
-            print(f"renamed {args.who} to {args.new_name} ({n} embedding(s))")
-        else:
-            n = gallery.remove(args.who)
-            print(f"removed {args.who} ({n} embedding(s))")
-        if n == 0:
-            raise FacestreamError(f"no one called {args.who} in the gallery: see `facestream people`")
+    with _gallery(settings, check_embedder=False) as gallery:
+        people = gallery.people()
+    if not people:
+        print("no one enrolled yet: facestream enrol NAME PHOTO…")
+    for p in people:
+        print(f"{p.name:30s} {p.embeddings:3d} embedding(s)  id {p.person_id}")
+    return 0
+
+
+def cmd_rename(args) -> int:
+    settings = load_settings(args)
+    with _gallery(settings, check_embedder=False) as gallery:
+        before = gallery.lookup(args.who, args.by_id)
+        after = gallery.rename(before.person_id, args.new_name, by_id=True)
+    print(f"renamed {before.name} to {after.name} (id {after.person_id}, {after.embeddings} embedding(s))")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    settings = load_settings(args)
+    with _gallery(settings, check_embedder=False) as gallery:
+        gone = gallery.remove(args.who, args.by_id)
+    print(f"removed {gone.name} (id {gone.person_id}, {gone.embeddings} embedding(s))")
+    return 0
+
+
+def cmd_reembed(args) -> int:
+    from app.cli.tools import _analyzer
+    from app.gallery.reembed import reembed
+    from app.stages.identify import embedder_of
+
+    settings = load_settings(args)
+    target = embedder_of(settings)
+    with _gallery(settings, check_embedder=False) as gallery:
+        print(reembed(_analyzer(settings), gallery, target, drop_missing=args.drop_missing))
+    return 0
+
+
+def cmd_spool(args) -> int:
+    from app.gallery import spool_dir
+    from app.gallery.spool import Spool
+
+    settings = load_settings(args)
+    spool = Spool(spool_dir(settings.qdrant_path, settings.qdrant_collection))
+    entries = spool.entries()
+    if args.spool_action == "list":
+        if not entries:
+            print(f"the spool is empty ({spool.folder})")
+        for e in entries:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.path.stat().st_mtime))
+            print(f"{e.path.stem}  {e.name}: {len(e.prepared.keys)} embedding(s), kept {when}")
         return 0
-    finally:
-        gallery.close()
+    if args.spool_action == "drop":
+        chosen = [e for e in entries if not args.entries or e.path.stem in args.entries]
+        unknown = set(args.entries) - {e.path.stem for e in entries}
+        if unknown:
+            raise FacestreamError(f"no spool entry {', '.join(sorted(unknown))}: see `facestream people spool list`")
+        for e in chosen:
+            e.path.unlink(missing_ok=True)
+        print(f"dropped {len(chosen)} spooled enrolment(s) "
+              f"({sum(len(e.prepared.keys) for e in chosen)} embedding(s)) from {spool.folder}")
+        return 0
+    if not settings.qdrant_url:
+        raise FacestreamError("people spool flush needs the Qdrant server: set QDRANT_URL")
+    if not entries:
+        print(f"the spool is empty ({spool.folder})")
+        return 0
+    from app.gallery import GalleryUnavailable
+
+    with _gallery(settings, connect=False) as gallery:
+        try:
+            gallery.connect()  # writes what waits in the spool
+        except GalleryUnavailable as exc:
+            raise GalleryUnavailable(f"{exc}; the {len(entries)} spooled enrolment(s) stay in {spool.folder}: flush "
+                                     "again when the server answers") from None
+        where = gallery.where
+    print(f"wrote {len(entries) - len(spool.entries())} spooled enrolment(s) to {where}")
+    return 0

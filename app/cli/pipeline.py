@@ -11,6 +11,7 @@ import time
 from app.cli.run import output_options
 from app.cli.summary import end_line, written_files
 from app.errors import FacestreamError, Stopped
+from app.gallery.outage import blind_seconds
 from app.settings import Settings
 from app.stages.capture import VideoSource, parse_source
 
@@ -27,14 +28,44 @@ RESTARTABLE = ("detect", "align", "embed+track", "identify")
 
 
 def preflight(settings: Settings) -> None:
-    """Fail before any process starts: model files present and intact, the gallery openable."""
-    from app.stages.identify import gallery_from_settings
+    """Fail before any process starts: model files present and intact, the gallery openable, reachable (a server
+    gets QDRANT_WAIT_S seconds to answer) and filled by EMBEDDER_MODEL."""
     from engines.fetch import require
     from engines.model_zoo import get_info
 
     for name, task in ((settings.detector_model, "detector"), (settings.embedder_model, "embedder")):
         require(settings.checkpoint_dir, get_info(name, task).onnx)
-    gallery_from_settings(settings).close()
+    wait_for_gallery(settings)
+
+
+def wait_for_gallery(settings: Settings, poll: float = 1.0) -> None:
+    """Open the gallery; a server that does not answer is retried until QDRANT_WAIT_S, then one clear error."""
+    import time
+
+    from app.gallery import GalleryUnavailable
+    from app.redact import redact
+    from app.stages.identify import gallery_from_settings
+
+    deadline = time.monotonic() + settings.qdrant_wait_s
+    while True:
+        gallery = gallery_from_settings(settings, connect=False)
+        try:
+            connect = getattr(gallery, "connect", None)
+            if connect is not None:
+                connect()
+            return
+        except GalleryUnavailable:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                err = GalleryUnavailable(
+                    f"the Qdrant server at {redact(settings.qdrant_url)} did not answer within QDRANT_WAIT_S="
+                    f"{settings.qdrant_wait_s:g} s: start it or fix QDRANT_URL (or raise QDRANT_WAIT_S for a server "
+                    "that is still starting)")
+                raise err from None
+            log.debug("waiting for the Qdrant server at %s", redact(settings.qdrant_url))
+        finally:
+            gallery.close()
+        time.sleep(min(poll, left))
 
 
 def check_shared_memory(needed: int, streams: int, every: bool, folder: str = "/dev/shm") -> None:
@@ -149,7 +180,8 @@ def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
     frames = shown.items if shown else 0
     files = written_files(output_options(settings, args, 30.0, dict.fromkeys(range(len(settings.sources)), "")),
                           started)
-    print(end_line(result.reason, frames, result.seconds, total_drops(stats.values()), files), file=sys.stderr)
+    blind = blind_seconds(stats["identify"].error) if "identify" in stats else 0.0
+    print(end_line(result.reason, frames, result.seconds, total_drops(stats.values()), files, blind), file=sys.stderr)
     for s in stats.values():
         log.debug("%s: %d items, busy %.0f%%", s.name, s.items, s.busy * 100)
     if result.reason == "failed":

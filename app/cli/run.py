@@ -92,9 +92,11 @@ def cmd_run(args) -> int:
     settings = without_gpu(settings)
     if args.validate_on_start:
         validate_on_start(settings, args.max_drift)
+    from app.cli.pipeline import preflight, run_pipeline
+
     if args.single_process:
+        preflight(settings)  # the same start-up checks as the pipeline (gallery reachable, same embedder)
         return run_local(settings, args)
-    from app.cli.pipeline import run_pipeline
 
     return run_pipeline(settings, args)
 

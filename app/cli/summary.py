@@ -34,9 +34,10 @@ def written_files(options: OutputOptions, since: float) -> list[str]:
     return found
 
 
-def end_line(reason: str, frames: int, seconds: float, drops: int, files: list[str]) -> str:
-    """``facestream: finished: 275 frames in 9.1 s (30.2 fps), 0 dropped; wrote out.mp4, tracks.jsonl``."""
+def end_line(reason: str, frames: int, seconds: float, drops: int, files: list[str], blind: float = 0.0) -> str:
+    """``facestream: finished: 275 frames in 9.1 s (30.2 fps), 0 dropped; wrote out.mp4, tracks.jsonl``; ``blind``:
+    seconds the gallery server was unreachable (names could not be asked for meanwhile)."""
     fps = frames / seconds if seconds > 0 else 0.0
     line = (f"facestream: {WORDS.get(reason, reason)}: {frames} frames in {seconds:.1f} s ({fps:.1f} fps), "
-            f"{drops} dropped")
+            f"{drops} dropped" + (f", ran blind {blind:.1f} s (gallery server unreachable)" if blind else ""))
     return line + (f"; wrote {', '.join(files)}" if files else "")

@@ -1,15 +1,23 @@
 """The gallery interface the project owns, and the rules both Qdrant adapters share.
 
-One point per enrolled embedding; the payload holds ``person_id``, ``name`` (as typed), ``name_key`` (case-folded,
-indexed: names are looked up regardless of case and two people never share one), ``source`` and ``created``.
-Point ids are uuid5 of the person id and a content key (the photo's bytes when the source is a file,
-else the embedding's bytes), so enrolling the same photo again rewrites nothing and new photos add points.
-The adapters implement a handful of storage primitives; everything about people lives here once.
+A person is a stable ``person_id`` and a display name; display names are unique regardless of case. One point per
+enrolled embedding; the payload holds ``person_id``, ``name`` (as typed), ``name_key`` (case-folded, indexed),
+``source``, ``created`` and, for a photo, ``photo`` (its name in the photo store beside the gallery).
+A point's id is uuid5 of its content key (the photo's bytes when the source is a file, else the embedding's
+bytes), so a photo is enrolled once whatever its person is called now. Galleries written before this used
+uuid5 of person id + key: those ids are still recognised for the same person.
+
+One reserved point (``kind: meta``, excluded from every search, listing and count) records the embedder that
+filled the gallery: a gallery searched with another model's embeddings gives wrong names, so a mismatch is
+refused (``facestream people reembed`` rebuilds it). The adapters implement a handful of storage primitives;
+everything about people lives here once.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import logging
 import re
 import time
 import unicodedata
@@ -23,10 +31,14 @@ import numpy as np
 
 from app.errors import FacestreamError
 
+log = logging.getLogger(__name__)
+
 DIM = 512
 PAYLOAD_FIELDS = ["person_id", "name"]  # what searches and listings read back
 INDEXED_FIELDS = ("person_id", "name_key")  # keyword payload indexes: every filter is on one of these
+META_KEY, META_VALUE = "kind", "meta"  # the embedder record's marker; filtered out of everything else
 _ID_NAMESPACE = uuid.UUID("6f1c2a52-35b8-4d8e-9a53-0c9b3e5f7d21")
+META_ID = str(uuid.uuid5(_ID_NAMESPACE, "facestream/embedder"))
 
 
 class GalleryError(FacestreamError):
@@ -39,6 +51,16 @@ class GalleryBusy(GalleryError):
 
 class GalleryUnavailable(GalleryError):
     """The Qdrant server cannot be reached right now (network, server down, timeout)."""
+
+    exit_code = 69  # EX_UNAVAILABLE: a supervisor can tell "try again later" from a configuration error
+
+
+class UnknownPerson(GalleryError):
+    """No person by that name (or id); the message lists the closest ones."""
+
+
+class EmbedderMismatch(GalleryError):
+    """The gallery was filled by another embedding model than the configured one."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +78,20 @@ class Person:
 
 
 @dataclass(frozen=True)
+class Embedder:
+    """The model that makes a gallery's vectors: its name and the sha256 of its file."""
+
+    model: str
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.model} (sha256 {self.sha256[:12]})"
+
+
+@dataclass(frozen=True)
 class AddResult:
-    """What one ``add`` did: ``ids`` of every embedding given, ``written`` of them new points.
+    """What one ``add`` did: ``ids`` of every embedding given, ``written`` of them new points, ``already`` enrolled
+    for this person, ``taken``: (source, name) of photos already enrolled as someone else (left as they are).
 
     ``spooled`` counts embeddings kept in the local spool because the server was unreachable
     (their ``person_id`` may be empty until the spool is flushed).
@@ -68,6 +102,8 @@ class AddResult:
     ids: tuple[str, ...] = ()
     written: int = 0
     spooled: int = 0
+    already: int = 0
+    taken: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -86,11 +122,18 @@ def slug(name: str) -> str:
     return text or uuid.uuid5(_ID_NAMESPACE, name).hex[:12]
 
 
-def point_id(person_id: str, key: str) -> str:
+def point_id(key: str) -> str:
+    """A point's id from its content key alone: the same photo is one point, whoever it is enrolled as."""
+    return str(uuid.uuid5(_ID_NAMESPACE, key))
+
+
+def legacy_point_id(person_id: str, key: str) -> str:
+    """The id galleries written before content-addressed ids gave the same point."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"{person_id}/{key}"))
 
 
-def _file_digest(path: str) -> str | None:
+def file_digest(path: str | Path) -> str | None:
+    """sha256 (hex) of a readable file's bytes, else None."""
     p = Path(path)
     if not p.is_file():
         return None
@@ -98,7 +141,12 @@ def _file_digest(path: str) -> str | None:
     with p.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return "file:" + h.hexdigest()
+    return h.hexdigest()
+
+
+def photo_key(path: str | Path) -> str | None:
+    digest = file_digest(path)
+    return None if digest is None else "file:" + digest
 
 
 def as_embeddings(embeddings, dim: int) -> np.ndarray:
@@ -132,7 +180,7 @@ def prepare(embeddings, dim: int, source: Sequence[str] | None = None) -> Prepar
         if row_key in seen_rows:
             continue
         seen_rows.add(row_key)
-        key = (_file_digest(src) if src else None) or "emb:" + row_key
+        key = (photo_key(src) if src else None) or "emb:" + row_key
         n = seen_keys.get(key, 0)
         seen_keys[key] = n + 1
         keys.append(key if n == 0 else f"{key}#{n}")
@@ -145,13 +193,17 @@ class Gallery(ABC):
 
     dim: int = DIM
     where: str = ""  # human-readable location for messages (never holds a secret)
+    embedder: Embedder | None = None  # checked against the gallery's record when set
+    photos = None  # PhotoStore keeping enrolment photos, or None
+    outage = None  # Outage of a server connection; None for the embedded engine
 
-    # -- storage primitives, one set per adapter ---------------------------------------------
+    # -- storage primitives, one set per adapter (none of them sees the embedder record but _retrieve) ----------
     @abstractmethod
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None: ...
 
     @abstractmethod
-    def _existing(self, ids: list[str]) -> set[str]: ...
+    def _retrieve(self, ids: list[str]) -> dict[str, dict]:
+        """Payloads of the points among ``ids`` that exist, by id."""
 
     @abstractmethod
     def _query(self, vectors: np.ndarray, limit: int, threshold: float) -> list[list[tuple[float, dict]]]:
@@ -159,8 +211,8 @@ class Gallery(ABC):
 
     @abstractmethod
     def _scroll(self, person_id: str | None = None, name_key: str | None = None,
-                limit: int | None = None) -> Iterator[dict]:
-        """Payloads (person_id, name) of the points matching the optional filters."""
+                limit: int | None = None, full: bool = False) -> Iterator[tuple[str, dict]]:
+        """(id, payload) of the points matching the optional filters; payload (person_id, name), or all with full."""
 
     @abstractmethod
     def _count(self, person_id: str | None = None) -> int: ...
@@ -172,12 +224,42 @@ class Gallery(ABC):
     def _delete_person(self, person_id: str) -> None: ...
 
     @abstractmethod
+    def _delete_ids(self, ids: list[str]) -> None: ...
+
+    @abstractmethod
     def close(self) -> None: ...
+
+    # -- the embedder record --------------------------------------------------------------------
+    def stored_embedder(self) -> Embedder | None:
+        rec = self._retrieve([META_ID]).get(META_ID)
+        return None if rec is None else Embedder(str(rec.get("embedder", "")), str(rec.get("embedder_sha256", "")))
+
+    def set_embedder(self, embedder: Embedder) -> None:
+        vector = np.zeros((1, self.dim), np.float32)
+        vector[0, 0] = 1.0  # cosine needs a non-zero vector; the point is filtered out of every search
+        self._upsert([META_ID], vector, [{META_KEY: META_VALUE, "embedder": embedder.model,
+                                          "embedder_sha256": embedder.sha256}])
+
+    def _bind_embedder(self) -> None:
+        """Refuse a gallery filled by another model; record ours in a new gallery (or one from before records)."""
+        if self.embedder is None:
+            return
+        stored = self.stored_embedder()
+        if stored is None:
+            if self._count():
+                log.warning("gallery: %s has no record of the model that filled it: taking it as %s (if it was "
+                            "another, run `facestream people reembed`)", self.where, self.embedder.model)
+            self.set_embedder(self.embedder)
+        elif stored != self.embedder:
+            raise EmbedderMismatch(
+                f"the gallery {self.where} was filled by {stored} but EMBEDDER_MODEL is {self.embedder}: its names "
+                f"would be wrong; run `facestream people reembed` to rebuild it for {self.embedder.model}, or set "
+                f"EMBEDDER_MODEL={stored.model}")
 
     # -- the interface ------------------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, person_id: str | None = None,
             source: Sequence[str] | None = None) -> AddResult:
-        """Enrol embeddings (N, dim) of one person; existing points (same photo/embedding) are kept as they are.
+        """Enrol embeddings (N, dim) of one person; points already there (same photo/embedding) are kept as they are.
 
         Without ``person_id``, the person already called ``name`` (in any case; the stored spelling stays)
         gets the new embeddings, or a new person id (a slug of the name) is made. With a ``person_id``
@@ -187,26 +269,66 @@ class Gallery(ABC):
         return self._write(name, person_id, prepare(embeddings, self.dim, source))
 
     def _write(self, name: str, person_id: str | None, prep: Prepared) -> AddResult:
-        holder = self.person_id_of_name(name)
+        holder = self._holder(name)
         if person_id is not None and holder not in (None, person_id):
             raise _name_taken(name, holder)
         person_id = person_id or holder or self._new_person_id(name)
         current = next(self._scroll(person_id=person_id, limit=1), None)
         if current is not None:
-            stored = str(current.get("name", ""))
+            stored = str(current[1].get("name", ""))
             if name_key(stored) == name_key(name):
                 name = stored  # the same name typed in another case: the stored spelling stays until a rename
             else:
                 self._set_payload(person_id, {"name": name, "name_key": name_key(name)})
-        ids = [point_id(person_id, k) for k in prep.keys]
-        existing = self._existing(ids) if ids else set()
-        new = [i for i, pid in enumerate(ids) if pid not in existing]
+        ids = [point_id(k) for k in prep.keys]
+        legacy = [legacy_point_id(person_id, k) for k in prep.keys]
+        found = self._retrieve(ids + legacy) if ids else {}
+        new, already, taken = [], 0, []
+        for i, (pid, old) in enumerate(zip(ids, legacy)):
+            owner = found.get(pid) or found.get(old)
+            if owner is None:
+                new.append(i)
+            elif owner.get("person_id") == person_id:
+                already += 1
+            else:
+                taken.append((prep.sources[i] or prep.keys[i], str(owner.get("name", ""))))
         if new:
             created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            payloads = [{"person_id": person_id, "name": name, "name_key": name_key(name), "source": prep.sources[i],
-                         "created": created} for i in new]
+            photos = self.keep_photos(prep)
+            payloads = []
+            for i in new:
+                payload = {"person_id": person_id, "name": name, "name_key": name_key(name),
+                           "source": prep.sources[i], "created": created}
+                if photos[i]:
+                    payload["photo"] = photos[i]
+                payloads.append(payload)
             self._upsert([ids[i] for i in new], prep.vectors[new], payloads)
-        return AddResult(person_id=person_id, name=name, ids=tuple(ids), written=len(new))
+        return AddResult(person_id=person_id, name=name, ids=tuple(ids), written=len(new), already=already,
+                         taken=tuple(taken))
+
+    def keep_photos(self, prep: Prepared) -> list[str | None]:
+        """Copy each row's source photo into the photo store (before any point names it); its name there per row."""
+        out: list[str | None] = []
+        for key, src in zip(prep.keys, prep.sources):
+            digest = key[5:].split("#")[0] if key.startswith("file:") else None
+            name = None
+            if self.photos is not None and digest and src:
+                try:
+                    name = self.photos.put(src, digest)
+                except FileNotFoundError:  # a spooled enrolment whose photo has gone since: enrolled without it
+                    log.warning("gallery: %s is gone: enrolled without keeping the photo", src)
+            out.append(name)
+        return out
+
+    def photo_owner(self, photo: str | Path, person_id: str | None = None) -> Match | None:
+        """The person this photo (by its bytes) is already enrolled as, or None (score 1: the very same photo)."""
+        key = photo_key(photo)
+        if key is None:
+            return None
+        ids = [point_id(key)] + ([legacy_point_id(person_id, key)] if person_id else [])
+        found = self._retrieve(ids)
+        hit = next((found[i] for i in ids if i in found), None)
+        return None if hit is None else _match(1.0, hit)
 
     def search(self, embeddings: np.ndarray, threshold: float) -> list[Match | None]:
         """Best match per row of (N, dim) in one engine call; None where no point scores >= threshold."""
@@ -235,52 +357,79 @@ class Gallery(ABC):
 
     def people(self) -> list[Person]:
         """Everyone enrolled with their number of embeddings, sorted by name."""
-        found: dict[str, list] = {}
-        for p in self._scroll():
-            entry = found.setdefault(p.get("person_id", ""), [p.get("name", ""), 0])
-            entry[1] += 1
-        people = (Person(pid, n, c) for pid, (n, c) in found.items())
-        return sorted(people, key=lambda p: (p.name.casefold(), p.person_id))
+        return _group(p for _, p in self._scroll())
+
+    def person(self, person_id: str) -> Person | None:
+        """The person with this id, or None."""
+        found = _group(p for _, p in self._scroll(person_id=person_id))
+        return found[0] if found else None
+
+    def find(self, name: str) -> list[Person]:
+        """Everyone called ``name`` in any case: one person, none, or (a damaged gallery) several."""
+        return _group(p for _, p in self._scroll(name_key=name_key(name)))
 
     def person_id_of_name(self, name: str) -> str | None:
         """The person called ``name``, whatever its case, or None."""
         hit = next(self._scroll(name_key=name_key(name), limit=1), None)
-        return None if hit is None else hit.get("person_id")
+        return None if hit is None else hit[1].get("person_id")
 
-    def resolve(self, person_id_or_name: str) -> str | None:
-        """Person id for a person id or a name (any case); None if neither is enrolled."""
-        who = person_id_or_name.strip()
-        if not who:
-            return None
-        if self._count(person_id=who):
-            return who
-        return self.person_id_of_name(who)
+    def lookup(self, who: str, by_id: bool = False) -> Person:
+        """The person with display name ``who`` (any case), or with person id ``who`` when ``by_id``.
 
-    def rename(self, person_id_or_name: str, new_name: str) -> int:
-        """Give a person a new name; returns the number of embeddings renamed (0: no such person)."""
+        Unknown or ambiguous: UnknownPerson / GalleryError naming the closest people; nothing is guessed."""
+        who = (who or "").strip()
+        found: list[Person] = []
+        if who and by_id:
+            person = self.person(who)
+            found = [person] if person else []
+        elif who:
+            found = self.find(who)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            listed = ", ".join(f"{p.name} (id {p.person_id})" for p in found)
+            raise GalleryError(f"{who!r} is the name of {len(found)} people: {listed}; use --id with one of those ids")
+        raise UnknownPerson(_unknown(who, by_id, self.people()))
+
+    def rename(self, who: str, new_name: str, by_id: bool = False) -> Person:
+        """Give the person called ``who`` (or with id ``who``) a new display name; returns them as renamed."""
         new_name = _clean_name(new_name)
-        pid = self.resolve(person_id_or_name)
-        if pid is None:
-            return 0
-        holder = self.person_id_of_name(new_name)
-        if holder not in (None, pid):
+        person = self.lookup(who, by_id)
+        holder = self._holder(new_name)
+        if holder not in (None, person.person_id):
             raise _name_taken(new_name, holder)
-        n = self._count(person_id=pid)
-        self._set_payload(pid, {"name": new_name, "name_key": name_key(new_name)})
-        return n
+        self._set_payload(person.person_id, {"name": new_name, "name_key": name_key(new_name)})
+        return Person(person.person_id, new_name, person.embeddings)
 
-    def remove(self, person_id_or_name: str) -> int:
-        """Delete a person and all their embeddings; returns how many points went (0: no such person)."""
-        pid = self.resolve(person_id_or_name)
-        if pid is None:
-            return 0
-        n = self._count(person_id=pid)
-        self._delete_person(pid)
-        return n
+    def remove(self, who: str, by_id: bool = False) -> Person:
+        """Delete the person called ``who`` (or with id ``who``) and all their embeddings; returns who went."""
+        person = self.lookup(who, by_id)
+        self._delete_person(person.person_id)
+        return person
+
+    def points(self) -> Iterator[tuple[str, dict]]:
+        """(id, full payload) of every enrolled embedding (not the embedder record)."""
+        return self._scroll(full=True)
+
+    def replace_vectors(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        """Overwrite existing points (re-embedding): same ids, new vectors and payloads."""
+        self._upsert(list(ids), as_embeddings(vectors, self.dim) if len(ids) else vectors, list(payloads))
+
+    def delete_points(self, ids: list[str]) -> None:
+        if ids:
+            self._delete_ids(list(ids))
 
     def count(self) -> int:
         """Number of points (embeddings) in the gallery."""
         return self._count()
+
+    def _holder(self, name: str) -> str | None:
+        """The person id holding this display name; several (a damaged gallery) is an error naming them."""
+        found = self.find(name)
+        if len(found) > 1:
+            raise GalleryError(f"{name!r} is the name of {len(found)} people "
+                               f"({', '.join(p.person_id for p in found)}): rename all but one with --id")
+        return found[0].person_id if found else None
 
     def _new_person_id(self, name: str) -> str:
         base = slug(name)
@@ -300,6 +449,38 @@ class Gallery(ABC):
 def name_key(name: str) -> str:
     """What makes two names the same name: Unicode-normalised, case-folded, inner spaces collapsed."""
     return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def _group(payloads: Iterable[dict]) -> list[Person]:
+    found: dict[str, list] = {}
+    for p in payloads:
+        entry = found.setdefault(str(p.get("person_id", "")), [str(p.get("name", "")), 0])
+        entry[1] += 1
+    people = (Person(pid, n, c) for pid, (n, c) in found.items())
+    return sorted(people, key=lambda p: (p.name.casefold(), p.person_id))
+
+
+def closest(who: str, people: list[Person], by_id: bool = False, n: int = 5) -> list[Person]:
+    """The ``n`` people whose name (or id) reads most like ``who``, best first."""
+    key = name_key(who)
+
+    def score(p: Person) -> float:
+        text = name_key(p.person_id if by_id else p.name)
+        return difflib.SequenceMatcher(None, key, text).ratio() + (0.5 if key and key in text else 0.0)
+
+    return sorted(people, key=score, reverse=True)[:n]
+
+
+def _unknown(who: str, by_id: bool, people: list[Person]) -> str:
+    what = "with id" if by_id else "called"
+    if not people:
+        return f"no one {what} {who!r}: the gallery is empty (facestream enrol NAME PHOTO…)"
+    near = closest(who, people, by_id)
+    listed = ", ".join(f"{p.name} (id {p.person_id})" for p in near)
+    hint = ""
+    if not by_id and any(p.person_id == who for p in people):
+        hint = f"; {who!r} is a person id: add --id to mean that person"
+    return f"no one {what} {who!r} in the gallery; closest: {listed}{hint}"
 
 
 def _name_taken(name: str, holder: str) -> GalleryError:

@@ -23,7 +23,19 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
-from app.gallery.base import DIM, INDEXED_FIELDS, PAYLOAD_FIELDS, Gallery, GalleryBusy, GalleryError, batched
+from app.gallery.base import (
+    DIM,
+    INDEXED_FIELDS,
+    META_KEY,
+    META_VALUE,
+    PAYLOAD_FIELDS,
+    Embedder,
+    Gallery,
+    GalleryBusy,
+    GalleryError,
+    batched,
+)
+from app.gallery.photos import PhotoStore
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +83,22 @@ def _mismatch(folder: Path, size: object, dim: int, distance: str = "Cosine") ->
                         f"{dim}-d Cosine ones: use another QDRANT_COLLECTION or QDRANT_PATH, or delete {folder}")
 
 
-def _person(person_id: str | None = None, name_key: str | None = None) -> qe.Filter | None:
+def _person(person_id: str | None = None, name_key: str | None = None) -> qe.Filter:
+    """Points of a person (or all people's points), never the embedder record."""
     pairs = (("person_id", person_id), ("name_key", name_key))
     must = [qe.FieldCondition(k, match=qe.MatchValue(v)) for k, v in pairs if v is not None]
-    return qe.Filter(must=must) if must else None
+    return qe.Filter(must=must or None, must_not=[qe.FieldCondition(META_KEY, match=qe.MatchValue(META_VALUE))])
 
 
 class EdgeGallery(Gallery):
     """The gallery in ``path/collection`` through qdrant-edge; one process at a time."""
 
     def __init__(self, path: str | os.PathLike, collection: str = "faces", dim: int = DIM,
-                 optimize_after: int = 2000) -> None:
+                 optimize_after: int = 2000, embedder: Embedder | None = None,
+                 photos_dir: str | os.PathLike | None = None) -> None:
         self.dim = dim
+        self.embedder = embedder
+        self.photos = PhotoStore(photos_dir) if photos_dir is not None else None
         self.folder = Path(path) / collection
         self.where = str(self.folder)
         self.optimize_after = optimize_after
@@ -93,7 +109,11 @@ class EdgeGallery(Gallery):
         try:
             self._shard = self._open()
             self._ensure_indexes()
+            self._bind_embedder()
         except BaseException:
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
             self._lock.release()
             raise
 
@@ -135,25 +155,27 @@ class EdgeGallery(Gallery):
         if self.optimize_after and self._pending >= self.optimize_after:
             self.optimize(wait=False)
 
-    def _existing(self, ids: list[str]) -> set[str]:
-        return {str(r.id) for r in self.shard.retrieve(list(ids), with_payload=False, with_vector=False)}
+    def _retrieve(self, ids: list[str]) -> dict[str, dict]:
+        return {str(r.id): r.payload or {} for r in self.shard.retrieve(list(ids), with_payload=True,
+                                                                        with_vector=False)}
 
     def _query(self, vectors: np.ndarray, limit: int, threshold: float) -> list[list[tuple[float, dict]]]:
         requests = [qe.QueryRequest(limit=limit, query=qe.Query.Nearest(v), with_payload=PAYLOAD_FIELDS,
-                                    score_threshold=threshold) for v in vectors]
+                                    filter=_person(), score_threshold=threshold) for v in vectors]
         results = self.shard.query_batch(qe.QueryBatchRequest(requests))
         return [[(float(p.score), p.payload or {}) for p in hits] for hits in results]
 
     def _scroll(self, person_id: str | None = None, name_key: str | None = None,
-                limit: int | None = None) -> Iterator[dict]:
+                limit: int | None = None, full: bool = False) -> Iterator[tuple[str, dict]]:
         offset, given = None, 0
         while True:
             page = _SCROLL_PAGE if limit is None else min(_SCROLL_PAGE, limit - given)
             records, offset = self.shard.scroll(qe.ScrollRequest(offset=offset, limit=page,
                                                                  filter=_person(person_id, name_key),
-                                                                 with_payload=PAYLOAD_FIELDS, with_vector=False))
+                                                                 with_payload=True if full else PAYLOAD_FIELDS,
+                                                                 with_vector=False))
             for r in records:
-                yield r.payload or {}
+                yield str(r.id), r.payload or {}
             given += len(records)
             if offset is None or not records or (limit is not None and given >= limit):
                 return
@@ -166,6 +188,9 @@ class EdgeGallery(Gallery):
 
     def _delete_person(self, person_id: str) -> None:
         self.shard.update(qe.UpdateOperation.delete_points_by_filter(_person(person_id)))
+
+    def _delete_ids(self, ids: list[str]) -> None:
+        self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     # -- engine upkeep ------------------------------------------------------------------------
     def optimize(self, wait: bool = True) -> threading.Thread | None:

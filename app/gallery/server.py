@@ -22,8 +22,11 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from app.gallery.base import (
     DIM,
     INDEXED_FIELDS,
+    META_KEY,
+    META_VALUE,
     PAYLOAD_FIELDS,
     AddResult,
+    Embedder,
     Gallery,
     GalleryError,
     GalleryUnavailable,
@@ -31,6 +34,8 @@ from app.gallery.base import (
     batched,
     prepare,
 )
+from app.gallery.outage import Outage
+from app.gallery.photos import PhotoStore
 from app.gallery.spool import Spool
 from app.redact import add_secret, redact
 
@@ -50,10 +55,11 @@ def _grpc_code(exc: Exception) -> str | None:
         return None
 
 
-def _person(person_id: str | None = None, name_key: str | None = None) -> m.Filter | None:
+def _person(person_id: str | None = None, name_key: str | None = None) -> m.Filter:
+    """Points of a person (or all people's points), never the embedder record."""
     pairs = (("person_id", person_id), ("name_key", name_key))
     must = [m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in pairs if v is not None]
-    return m.Filter(must=must) if must else None
+    return m.Filter(must=must or None, must_not=[m.FieldCondition(key=META_KEY, match=m.MatchValue(value=META_VALUE))])
 
 
 class ServerGallery(Gallery):
@@ -62,9 +68,14 @@ class ServerGallery(Gallery):
     def __init__(self, collection: str = "faces", dim: int = DIM, *, url: str | None = None,
                  api_key: str | None = None, prefer_grpc: bool = False, client: QdrantClient | None = None,
                  location: str | None = None, path: str | os.PathLike | None = None, timeout: int = 10,
-                 spool_dir: str | os.PathLike | None = None) -> None:
+                 spool_dir: str | os.PathLike | None = None, embedder: Embedder | None = None,
+                 photos_dir: str | os.PathLike | None = None, connect: bool = True) -> None:
+        """``connect=False``: nothing is asked of the server until ``connect()`` or the first call."""
         self.dim = dim
         self.collection = collection
+        self.embedder = embedder
+        self.photos = PhotoStore(photos_dir) if photos_dir is not None else None
+        self.outage = Outage()
         add_secret(api_key)
         if client is not None:
             self.client, where = client, "the given client"
@@ -80,6 +91,8 @@ class ServerGallery(Gallery):
         self.spool = Spool(spool_dir) if spool_dir is not None else None
         self._ready = False
         self._closed = False
+        if not connect:
+            return
         try:
             self._ensure_collection()
         except GalleryUnavailable as exc:
@@ -98,23 +111,35 @@ class ServerGallery(Gallery):
     def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """Run a client call, turning transport failures into GalleryUnavailable and auth failures into one line."""
         try:
-            return fn(*args, **kwargs)
-        except UnexpectedResponse as exc:
-            if exc.status_code in (401, 403):
-                raise GalleryError(f"Qdrant refused access to {self.where}: check QDRANT_API_KEY") from None
-            if exc.status_code in _UNREACHABLE_HTTP:
-                raise GalleryUnavailable(f"Qdrant is not answering for {self.where} "
-                                         f"(HTTP {exc.status_code})") from None
-            raise GalleryError(f"Qdrant error on {self.where}: {redact(str(exc))}") from None
-        except (ResponseHandlingException, ConnectionError, TimeoutError) as exc:
-            raise GalleryUnavailable(f"cannot reach Qdrant for {self.where}: {redact(str(exc))}") from None
-        except Exception as exc:
-            code = _grpc_code(exc)
-            if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                raise GalleryUnavailable(f"cannot reach Qdrant for {self.where} (gRPC {code})") from None
-            if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-                raise GalleryError(f"Qdrant refused access to {self.where}: check QDRANT_API_KEY") from None
+            out = fn(*args, **kwargs)
+        except GalleryUnavailable:
             raise
+        except Exception as exc:
+            error = self._translate(exc)
+            if isinstance(error, GalleryUnavailable):
+                self.outage.down()
+            if error is None:
+                raise
+            raise error from None
+        self.outage.up()
+        return out
+
+    def _translate(self, exc: Exception) -> GalleryError | None:
+        """The one-line error for a client failure (None: not a failure we know, raised as it is)."""
+        if isinstance(exc, UnexpectedResponse):
+            if exc.status_code in (401, 403):
+                return GalleryError(f"Qdrant refused access to {self.where}: check QDRANT_API_KEY")
+            if exc.status_code in _UNREACHABLE_HTTP:
+                return GalleryUnavailable(f"Qdrant is not answering for {self.where} (HTTP {exc.status_code})")
+            return GalleryError(f"Qdrant error on {self.where}: {redact(str(exc))}")
+        if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
+            return GalleryUnavailable(f"cannot reach Qdrant for {self.where}: {redact(str(exc))}")
+        code = _grpc_code(exc)
+        if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            return GalleryUnavailable(f"cannot reach Qdrant for {self.where} (gRPC {code})")
+        if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            return GalleryError(f"Qdrant refused access to {self.where}: check QDRANT_API_KEY")
+        return None
 
     def _ensure_collection(self) -> None:
         if self._ready:
@@ -134,7 +159,18 @@ class ServerGallery(Gallery):
             for field in INDEXED_FIELDS:
                 self._call(self.client.create_payload_index, self.collection, field,
                            field_schema=m.PayloadSchemaType.KEYWORD, wait=True)
-        self._ready = True
+        self._ready = True  # before the embedder check, whose calls come back here
+        try:
+            self._bind_embedder()
+        except BaseException:
+            self._ready = False
+            raise
+
+    def connect(self) -> None:
+        """Reach the server now (start-up checks) and write what waits in the spool: GalleryUnavailable if it does
+        not answer."""
+        self._ensure_collection()
+        self.flush_spool()
 
     def _check_vectors(self) -> None:
         params = self._call(self.client.get_collection, self.collection).config.params.vectors
@@ -154,29 +190,30 @@ class ServerGallery(Gallery):
                       for i, v, p in zip(ids[part], vectors[part], payloads[part])]
             self._call(self.client.upsert, self.collection, points=points, wait=True)
 
-    def _existing(self, ids: list[str]) -> set[str]:
-        found = self._call(self.client.retrieve, self.collection, ids=list(ids), with_payload=False,
+    def _retrieve(self, ids: list[str]) -> dict[str, dict]:
+        self._ensure_collection()
+        found = self._call(self.client.retrieve, self.collection, ids=list(ids), with_payload=True,
                            with_vectors=False)
-        return {str(r.id) for r in found}
+        return {str(r.id): r.payload or {} for r in found}
 
     def _query(self, vectors: np.ndarray, limit: int, threshold: float) -> list[list[tuple[float, dict]]]:
         self._ensure_collection()
-        requests = [m.QueryRequest(query=v.tolist(), limit=limit, score_threshold=threshold,
+        requests = [m.QueryRequest(query=v.tolist(), limit=limit, score_threshold=threshold, filter=_person(),
                                    with_payload=PAYLOAD_FIELDS) for v in vectors]
         responses = self._call(self.client.query_batch_points, self.collection, requests=requests)
         return [[(float(p.score), p.payload or {}) for p in r.points] for r in responses]
 
     def _scroll(self, person_id: str | None = None, name_key: str | None = None,
-                limit: int | None = None) -> Iterator[dict]:
+                limit: int | None = None, full: bool = False) -> Iterator[tuple[str, dict]]:
         self._ensure_collection()
         offset, given = None, 0
         while True:
             page = _SCROLL_PAGE if limit is None else min(_SCROLL_PAGE, limit - given)
             records, offset = self._call(self.client.scroll, self.collection,
                                          scroll_filter=_person(person_id, name_key), limit=page, offset=offset,
-                                         with_payload=PAYLOAD_FIELDS, with_vectors=False)
+                                         with_payload=True if full else PAYLOAD_FIELDS, with_vectors=False)
             for r in records:
-                yield r.payload or {}
+                yield str(r.id), r.payload or {}
             given += len(records)
             if offset is None or not records or (limit is not None and given >= limit):
                 return
@@ -193,6 +230,9 @@ class ServerGallery(Gallery):
         self._call(self.client.delete, self.collection, points_selector=m.FilterSelector(filter=_person(person_id)),
                    wait=True)
 
+    def _delete_ids(self, ids: list[str]) -> None:
+        self._call(self.client.delete, self.collection, points_selector=m.PointIdsList(points=list(ids)), wait=True)
+
     # -- enrolment with a spool ---------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, person_id: str | None = None,
             source: list[str] | None = None) -> AddResult:
@@ -207,6 +247,7 @@ class ServerGallery(Gallery):
             self.flush_spool()
             return self._write(name, person_id, prep)
         except GalleryUnavailable as exc:
+            self.keep_photos(prep)  # the photos stay even if their files are gone by the time the server answers
             self.spool.put(name, person_id, prep)
             log.warning("gallery: %s; %d embedding(s) of %s kept in %s", exc, len(prep.keys), name, self.spool.folder)
             return AddResult(person_id=person_id or "", name=name, spooled=len(prep.keys))

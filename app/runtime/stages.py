@@ -300,7 +300,17 @@ class IdentifyStage(_Wrapper):
 
     def process(self, rec: Record, ctx: StageContext) -> Record:
         faces = self.identify(_faces(rec), stream=rec.stream, removed=rec.meta.get("removed"))
+        self._gallery_status(ctx)
         return faces_record(rec, faces)
+
+    def _gallery_status(self, ctx: StageContext) -> None:
+        """A gallery server's outage in the status text (the display's red line, the summary's blind time)."""
+        from app.gallery.outage import status_text
+
+        text = status_text(getattr(self.identify.gallery, "outage", None))
+        if text != getattr(self, "_shown_gallery", ""):
+            ctx.metrics.status(RUNNING, text)
+            self._shown_gallery = text
 
     def teardown(self) -> None:
         identify = getattr(self, "identify", None)
@@ -335,13 +345,17 @@ class DisplayStage(_Wrapper):
         self.ok = False
 
     def _source_status(self, ctx: StageContext) -> tuple[str, bool]:
-        """The capture stages' source status ("" when all are live) and whether any is reconnecting."""
+        """The capture stages' source status and the gallery server's ("" when all is well), and whether any is
+        down (a source reconnecting, the gallery unreachable)."""
+        from app.gallery.outage import is_unreachable
+
         texts = []
         for stage in ctx.all_metrics.spec.stages:
-            if stage.startswith("capture"):
-                _, text = ctx.all_metrics.status(stage)
-                if text.startswith(SOURCE_PREFIX) and "reconnecting" in text:
-                    texts.append(f"{stage}: {text[len(SOURCE_PREFIX):]}")
+            _, text = ctx.all_metrics.status(stage)
+            if stage.startswith("capture") and text.startswith(SOURCE_PREFIX) and "reconnecting" in text:
+                texts.append(f"source {stage}: {text[len(SOURCE_PREFIX):]}")
+            elif stage == "identify" and is_unreachable(text):
+                texts.append(text)
         return "; ".join(texts), bool(texts)
 
     def _overlay(self, ctx: StageContext, force: bool = False):
@@ -353,7 +367,7 @@ class DisplayStage(_Wrapper):
             lat = np.asarray(self.latencies[-300:]) * 1000
             p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if len(lat) else (0, 0)
             source, self.warn = self._source_status(ctx)
-            self.lines = [f"source {source}" if self.warn else " | ".join(self.names.values()),
+            self.lines = [source if self.warn else " | ".join(self.names.values()),
                           *ctx.all_metrics.overlay_lines(),
                           f"capture->display latency p50 {p50:.0f} ms  p99 {p99:.0f} ms"]
         return Overlay(list(self.lines), warn=self.warn)

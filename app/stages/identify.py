@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from app.gallery import GalleryUnavailable, open_gallery
+from app.gallery import Embedder, GalleryUnavailable, open_gallery
 from app.settings import Settings
 from app.tracking.identity import TrackIdentities
 from app.types import UNKNOWN, Faces
@@ -20,10 +20,26 @@ log = logging.getLogger("facestream.identify")
 UNKNOWN_VOTES = 3  # unknown answers in a row before a stranger is stored (one blurry frame is not a person)
 
 
-def gallery_from_settings(settings: Settings):
+def gallery_from_settings(settings: Settings, check_embedder: bool = True, connect: bool = True):
+    """The configured gallery; with ``check_embedder``, tied to EMBEDDER_MODEL (a gallery filled by another model
+    is refused, EmbedderMismatch). Managing names (people list/rename/remove) needs no model and skips that.
+    ``connect=False``: a server is not asked until ``connect()`` (see ``open_gallery``)."""
     return open_gallery(url=settings.qdrant_url or None, path=settings.qdrant_path,
                         collection=settings.qdrant_collection, api_key=settings.qdrant_api_key or None,
-                        prefer_grpc=settings.qdrant_grpc)
+                        prefer_grpc=settings.qdrant_grpc,
+                        embedder=embedder_of(settings) if check_embedder else None, connect=connect)
+
+
+def embedder_of(settings: Settings) -> Embedder:
+    """EMBEDDER_MODEL and the sha256 of its file: the manifest's for a model we ship (its file is verified against
+    it at start-up), else the file's own."""
+    from engines.fetch import manifest, require, sha256_file
+    from engines.model_zoo import get_info
+
+    onnx = get_info(settings.embedder_model, "embedder").onnx
+    entry = manifest().get(onnx)
+    digest = entry["sha256"] if entry else sha256_file(require(settings.checkpoint_dir, onnx))
+    return Embedder(settings.embedder_model, digest)
 
 
 class Identify:

@@ -69,13 +69,14 @@ def test_enrolments_wait_in_the_spool_while_the_server_is_down_and_land_when_it_
     assert len(spool) == 1
     with pytest.raises(GalleryUnavailable):
         down.search(v, 0.5)
+    assert down.outage.unreachable and down.outage.blind_s() > 0  # what the identify stage reports as blind time
     down.close()
     assert SECRET not in caplog.text
 
     # the server "comes back": a reachable gallery with the same spool writes the entry at open
     up = ServerGallery("faces", 512, path=tmp_path / "local", spool_dir=tmp_path / "spool" / "faces")
     try:
-        assert len(spool) == 0 and up.count() == 3
+        assert len(spool) == 0 and up.count() == 3 and not up.outage.unreachable
         assert up.search(near(v[0], rng)[None], 0.5)[0].name == "Ada"
         assert up.add("Ada", v).written == 0  # replaying the same enrolment writes nothing twice
     finally:
