@@ -16,6 +16,7 @@ from app.redact import add_secret
 
 BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
 DISPLAY_MODES = ("window", "headless", "none")
+OVERLAY_MODES = ("compact", "full", "off")
 
 
 def _key(key: str, help: str, choices: tuple[str, ...] | None = None, secret: bool = False,
@@ -93,6 +94,9 @@ class Settings:
     serve_port: int = _key("SERVE_PORT", "serve the annotated video as MJPEG on this port (0: off)",
                            lo=0, hi=65535, default=0)
     serve_host: str = _key("SERVE_HOST", "address the MJPEG server binds to", default="127.0.0.1")
+    overlay: str = _key("OVERLAY", "stats overlay on the video: compact (two translucent lines), full (a "
+                        "translucent line per stage) or off; the o key cycles it in the window", OVERLAY_MODES,
+                        default="compact")
     # runtime
     stage_restarts: int = _key("STAGE_RESTARTS", "restarts allowed per minute for each of detect, align, "
                                "embed+track and identify after a crash (0: any stage failure ends the run)",
