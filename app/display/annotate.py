@@ -136,7 +136,7 @@ class Renderer:
 
     def draw_panel(self, frame: np.ndarray, kind: str, lines: list[str], scale: float, where: str,
                    warn: bool = False) -> None:
-        """Translucent panel of ``lines`` at ``where`` (bottom-left, centre or top): the frame darkened under
+        """Translucent panel of ``lines`` at ``where`` (bottom-left, centre or bottom-right): the frame darkened under
         it, the text added on top (its layer is cached per ``kind`` until the lines change)."""
         height, width = frame.shape[:2]
         key = (tuple(lines), warn, scale, height, width)
@@ -146,7 +146,7 @@ class Renderer:
         text = cached[1]
         th, tw = text.shape[:2]
         x, y = {"bottom-left": (0, height - th), "centre": ((width - tw) // 2, (height - th) // 2),
-                "top": ((width - tw) // 2, 0)}[where]
+                "bottom-right": (width - tw, height - th)}[where]
         roi = frame[y:y + th, x:x + tw]
         cv2.convertScaleAbs(roi, roi, alpha=PANEL_SHADE)  # darken: uint8 in, uint8 out (5x numpy's float path)
         cv2.max(roi, text, roi)  # light text over the darkened frame, its anti-aliased edges included

@@ -25,7 +25,6 @@ from app.types import Faces, FrameRef
 #: the window's keys, as the help panel and `run --help` name them
 KEYS = (("o", "overlay compact / full / off"), ("space", "pause / resume (files)"), ("h or ?", "show / hide this help"),
         ("q or Esc", "quit"))
-LATE = 0.2  # a paced frame this many seconds behind its time is shown at once and the clock starts again from it
 
 
 @dataclass
@@ -153,8 +152,8 @@ class Present:
         due = now
         if clock is not None:
             due = clock[0] + (ref.index - clock[1]) / (self.fps.get(ref.stream) or 30.0)
-        if clock is None or due < now - LATE:  # first frame, or processing slower than the file: no catching up
-            self._clocks[ref.stream] = (now, ref.index)
+        if clock is None or due <= now:  # first frame, or late (processing fell behind): shown now, and the next
+            self._clocks[ref.stream] = (now, ref.index)  # one a frame's time after it: never a catch-up burst
             due = now
         return self._wait(due)
 
@@ -192,7 +191,7 @@ class Present:
     def help_lines(self) -> list[str]:
         keys = [(k, f"{what} (now {self.renderer.overlay})" if k == "o" else what) for k, what in KEYS
                 if k != "space" or self.paces]
-        return ["keys", *(f"{k:>8}   {what}" for k, what in keys)]
+        return ["keys", *(f"{k}:  {what}" for k, what in keys)]
 
     def _show(self, frame: np.ndarray) -> bool:
         if self.server:
@@ -203,7 +202,7 @@ class Present:
             frame = frame.copy()
             scale = max(0.45, min(1.0, frame.shape[0] / 700))
             if self.paused:
-                self.renderer.draw_panel(frame, "paused", ["paused: space resumes"], scale, "top")
+                self.renderer.draw_panel(frame, "paused", ["paused: space resumes"], scale, "bottom-right")
             if self.help:
                 self.renderer.draw_panel(frame, "help", self.help_lines(), scale, "centre")
         return self.window.show(frame) and self._keys()
