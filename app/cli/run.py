@@ -186,6 +186,9 @@ def run_local(settings: Settings, args, present: Present | None = None, stages=N
                 break
             index += 1
         ok = True
+    except KeyboardInterrupt:  # Ctrl-C: the video so far is kept, closed properly (as the pipeline's display does)
+        ok = True
+        raise
     finally:
         present.close(ok=ok)
         source.close()
