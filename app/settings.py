@@ -25,6 +25,7 @@ RENAMED = {"MATCH_THRESH": "TRACK_MATCH_THRESH", "TRACK_THRESH": "TRACK_HIGH_THR
 #: the TensorRT flavour, the engine store and its S3 credentials, ONNX Runtime's threads) or by docker compose
 ENV_ONLY_PREFIXES = ("FACESTREAM_", "AWS_", "COMPOSE_", "ENGINE_STORE")
 ENV_ONLY_KEYS = {"ORT_THREADS"}
+OVERLAY_MODES = ("compact", "full", "off")
 
 
 def _key(key: str, help: str, choices: tuple[str, ...] | None = None, secret: bool = False,
@@ -109,6 +110,9 @@ class Settings:
     serve_port: int = _key("SERVE_PORT", "serve the annotated video as MJPEG on this port (0: off)",
                            lo=0, hi=65535, default=0)
     serve_host: str = _key("SERVE_HOST", "address the MJPEG server binds to", default="127.0.0.1")
+    overlay: str = _key("OVERLAY", "stats overlay on the video: compact (two translucent lines), full (a "
+                        "translucent line per stage) or off; the o key cycles it in the window", OVERLAY_MODES,
+                        default="compact")
     # runtime
     stage_restarts: int = _key("STAGE_RESTARTS", "restarts allowed per minute for each of detect, align, "
                                "embed+track and identify after a crash (0: any stage failure ends the run)",

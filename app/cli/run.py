@@ -11,9 +11,10 @@ import numpy as np
 from app.cli.common import load_settings, without_gpu
 from app.cli.summary import end_line, written_files
 from app.display.annotate import Overlay
-from app.display.present import OutputOptions, Present
+from app.display.present import KEYS, OutputOptions, Present
+from app.display.stats_text import StageRate, compact_lines
 from app.errors import FacestreamError, Stopped
-from app.settings import Settings
+from app.settings import OVERLAY_MODES, Settings
 from app.stages.capture import VideoSource, parse_source
 from app.types import Faces, FrameRef
 
@@ -21,14 +22,23 @@ log = logging.getLogger("facestream.run")
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("run", help="recognise faces in VIDEO_SOURCE and show the annotated video")
+    p = sub.add_parser("run", help="recognise faces in VIDEO_SOURCE and show the annotated video",
+                       description="Recognise faces in VIDEO_SOURCE and show the annotated video in a window (or, "
+                       "--headless, write it to --out and/or serve it with --serve). A file in the window plays "
+                       "at its own frame rate, every frame processed.",
+                       epilog=f"window keys: {window_keys()}")
     p.add_argument("--source", help="file, webcam index, rtsp:// or http:// MJPEG URL (default: VIDEO_SOURCE)")
     p.add_argument("--headless", action="store_true", help="no window: write --out and/or serve --serve")
     p.add_argument("--out", help="write the annotated video to this file (default: OUTPUT when headless)")
-    p.add_argument("--serve", type=int, metavar="PORT", help="serve MJPEG on 127.0.0.1:PORT (default: SERVE_PORT)")
+    p.add_argument("--serve", type=int, metavar="PORT",
+                   help="serve the annotated video as MJPEG on 127.0.0.1:PORT (default: SERVE_PORT)")
     p.add_argument("--log-tracks", metavar="FILE", help="one JSON line per processed frame (default: none)")
+    p.add_argument("--overlay", choices=OVERLAY_MODES,
+                   help="stats overlay: compact, full or off (default: OVERLAY, compact); the o key cycles it")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--every-frame", action="store_true", help="process every frame (default for files)")
+    mode.add_argument("--every-frame", action="store_true",
+                      help="process every frame (default for files): what --out and --log-tracks get; a window "
+                           "shows a file at its own frame rate, the stages waiting for it, none dropped")
     mode.add_argument("--live", action="store_true", help="drop stale frames to bound latency (default for streams)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default 0: no limit)")
     p.add_argument("--realtime", action="store_true",
@@ -42,10 +52,16 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def window_keys() -> str:
+    """The window's keys in one line, for `run --help`."""
+    return "; ".join(f"{key}: {what}" for key, what in KEYS)
+
+
 def output_options(settings: Settings, args, fps: float | dict[int, float],
                    streams: dict[int, str] | None = None,
                    sizes: dict[int, tuple[int, int]] | None = None) -> OutputOptions:
     headless = args.headless or settings.display != "window"
+    files = bool(settings.sources) and not any(parse_source(s).live for s in settings.sources)
     return OutputOptions(
         window=not headless,
         out=args.out or (settings.output if headless else ""),
@@ -56,6 +72,8 @@ def output_options(settings: Settings, args, fps: float | dict[int, float],
         streams=streams or {0: ""},
         sizes=sizes or {},
         sink=getattr(args, "sink", False),
+        overlay=getattr(args, "overlay", None) or settings.overlay,
+        pace=not headless and files,  # a file in a window plays at its frame rate; files written get every frame
     )
 
 
@@ -192,15 +210,17 @@ def run_local(settings: Settings, args, present: Present | None = None, stages=N
             faces = identify(faces, removed=getattr(faces, "removed", None))
             watch.time("gallery", t)
             latencies.append(time.time() - ref.ts)
+            p50, p99 = np.percentile(latencies[-300:], (50, 99)) * 1000
             overlay = Overlay([f"{spec.display_name}  frame {index}  single process"]
                               + [f"{k}: {watch.fps(k):.1f} fps" for k in watch.busy]
-                              + [f"latency p50 {np.percentile(latencies[-300:], 50) * 1000:.0f} ms"])
+                              + [f"latency p50 {p50:.0f} ms"],
+                              compact=compact_lines([StageRate(k, watch.fps(k)) for k in watch.busy], p50, p99))
             if not present(frame, ref, faces, overlay):
                 reason = "stopped"
                 break
             index += 1
         ok = True
-    except KeyboardInterrupt:  # keep what was written so far, and end with the same line as the pipeline
+    except KeyboardInterrupt:  # Ctrl-C: the video so far is kept, closed properly, and the run ends 'stopped'
         ok, reason = True, "interrupted"
     finally:
         present.close(ok=ok)

@@ -9,6 +9,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from app.display.layout import place_labels, visible_dots
+from app.settings import OVERLAY_MODES
 from app.types import UNKNOWN, Faces
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -24,12 +26,30 @@ def colour_for(key: str) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
+PANEL_SHADE = 0.5  # the video under a panel keeps half its brightness: translucent, and the text still reads
+
+
 @dataclass
 class Overlay:
-    """Text lines of the bottom-left panel: source status, per-stage FPS / queue / drops, latency."""
+    """The pipeline's health as text: ``lines`` for the full panel (a line per stage), ``compact`` for the
+    one or two short lines shown by default (the full panel's first two lines where it is empty)."""
 
     lines: list[str] = field(default_factory=list)
-    warn: bool = False  # drawn in red (e.g. source reconnecting)
+    warn: bool = False  # the first line drawn in red (e.g. source reconnecting)
+    compact: list[str] = field(default_factory=list)
+
+    def text(self, mode: str) -> list[str]:
+        """The lines shown in ``mode`` (full, compact or off)."""
+        if mode == "full":
+            return self.lines
+        if mode == "compact":
+            return self.compact or self.lines[:2]
+        return []
+
+
+def next_mode(mode: str) -> str:
+    """The overlay mode after ``mode`` (the window's o key)."""
+    return OVERLAY_MODES[(OVERLAY_MODES.index(mode) + 1) % len(OVERLAY_MODES)] if mode in OVERLAY_MODES else "full"
 
 
 def render_label(text: str, colour: tuple[int, int, int], scale: float) -> np.ndarray:
@@ -50,19 +70,20 @@ def paste(img: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
 
 
 class Renderer:
-    """Boxes with name, similarity and track id; an overlay panel of the pipeline's health."""
+    """Boxes with name, similarity and track id; an overlay panel of the pipeline's health (``overlay``: its
+    mode, full, compact or off); other panels (help, paused) on request."""
 
     LABELS = 1024  # label patches kept: names, similarities and track ids repeat from frame to frame
 
-    def __init__(self, show_landmarks: bool = True) -> None:
+    def __init__(self, show_landmarks: bool = True, overlay: str = "compact") -> None:
         self.show_landmarks = show_landmarks
+        self.overlay = overlay
         # putText with anti-aliasing is most of the drawing cost at 1080p (measured: about half of it), so
-        # each label and the overlay's text are drawn once and pasted on the frames that show them again
+        # each label and the panels' text are drawn once and pasted on the frames that show them again
         self._labels: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._panel: tuple[tuple, np.ndarray] | None = None
+        self._panels: dict[str, tuple[tuple, np.ndarray]] = {}
 
-    def _label(self, img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int],
-               scale: float) -> None:
+    def _label(self, text: str, colour: tuple[int, int, int], scale: float) -> np.ndarray:
         key = (text, colour, scale)
         patch = self._labels.get(key)
         if patch is None:
@@ -71,17 +92,19 @@ class Renderer:
                 self._labels.popitem(last=False)
         else:
             self._labels.move_to_end(key)
-        paste(img, patch, x, max(y - patch.shape[0], 0))
+        return patch
 
     def draw(self, frame: np.ndarray, faces: Faces, overlay: Overlay | None = None) -> np.ndarray:
-        h = frame.shape[0]
+        """Boxes first, then landmark dots clear of every label, then the labels (placed inside the frame and
+        apart from each other), then the overlay."""
+        h, w = frame.shape[:2]
         scale = max(0.4, min(1.0, h / 900))
         thick = max(1, int(round(h / 400)))
         boxes = np.rint(faces.boxes).astype(np.int64).tolist()  # one conversion per frame, not per number
         points = np.asarray(faces.landmarks).astype(np.int64).tolist() if self.show_landmarks else []
         sims = faces.similarities.tolist() if faces.similarities is not None else None
         tids = faces.track_ids.tolist() if faces.track_ids is not None else None
-        dot = max(1, thick)
+        patches = []
         for i, (x1, y1, x2, y2) in enumerate(boxes):
             name = faces.names[i] if i < len(faces.names) else UNKNOWN
             colour = UNKNOWN_COLOUR if name == UNKNOWN else colour_for(name)
@@ -91,33 +114,52 @@ class Renderer:
                 parts.append(f"{sims[i]:.2f}")
             if tids is not None and tids[i] >= 0:
                 parts.append(f"#{tids[i]}")
-            self._label(frame, " ".join(parts), x1, y1, colour, scale)
-            for px, py in points[i] if points else ():
-                cv2.circle(frame, (px, py), dot, (0, 255, 255), -1, cv2.LINE_AA)
-        if overlay and overlay.lines:
+            patches.append(self._label(" ".join(parts), colour, scale))
+        rects = place_labels(boxes, [(p.shape[1], p.shape[0]) for p in patches], w, h)
+        dot = max(1, thick)
+        for face in points:
+            for (px, py), show in zip(face, visible_dots(face, dot, rects)):
+                if show:
+                    cv2.circle(frame, (px, py), dot, (0, 255, 255), -1, cv2.LINE_AA)
+        for patch, rect in zip(patches, rects):
+            if rect is not None:
+                paste(frame, patch, rect[0], rect[1])
+        if overlay is not None:
             self.draw_overlay(frame, overlay, scale)
         return frame
 
     def draw_overlay(self, frame: np.ndarray, overlay: Overlay, scale: float) -> None:
-        """The panel bottom-left: the frame darkened under it, the text added on top (its layer is cached
-        until the lines change, every half second)."""
-        key = (tuple(overlay.lines), overlay.warn, scale, frame.shape[0], frame.shape[1])
-        if self._panel is None or self._panel[0] != key:
-            self._panel = (key, self._render_panel(overlay, scale, frame.shape[0], frame.shape[1]))
-        text = self._panel[1]
-        roi = frame[frame.shape[0] - text.shape[0]:, : text.shape[1]]
-        cv2.convertScaleAbs(roi, roi, alpha=0.35)  # darken: uint8 in, uint8 out (5x numpy's float path)
+        """The stats panel bottom-left, in this renderer's mode (nothing when off)."""
+        lines = overlay.text(self.overlay)
+        if lines:
+            self.draw_panel(frame, "stats", lines, scale * 0.8, "bottom-left", warn=overlay.warn)
+
+    def draw_panel(self, frame: np.ndarray, kind: str, lines: list[str], scale: float, where: str,
+                   warn: bool = False) -> None:
+        """Translucent panel of ``lines`` at ``where`` (bottom-left, centre or bottom-right): the frame darkened under
+        it, the text added on top (its layer is cached per ``kind`` until the lines change)."""
+        height, width = frame.shape[:2]
+        key = (tuple(lines), warn, scale, height, width)
+        cached = self._panels.get(kind)
+        if cached is None or cached[0] != key:
+            cached = self._panels[kind] = (key, render_panel(lines, warn, scale, height, width))
+        text = cached[1]
+        th, tw = text.shape[:2]
+        x, y = {"bottom-left": (0, height - th), "centre": ((width - tw) // 2, (height - th) // 2),
+                "bottom-right": (width - tw, height - th)}[where]
+        roi = frame[y:y + th, x:x + tw]
+        cv2.convertScaleAbs(roi, roi, alpha=PANEL_SHADE)  # darken: uint8 in, uint8 out (5x numpy's float path)
         cv2.max(roi, text, roi)  # light text over the darkened frame, its anti-aliased edges included
 
-    @staticmethod
-    def _render_panel(overlay: Overlay, scale: float, height: int, width: int) -> np.ndarray:
-        s = scale * 0.8
-        sizes = [cv2.getTextSize(t, FONT, s, 1)[0] for t in overlay.lines]
-        line_h = max(sz[1] for sz in sizes) + 6
-        w = min(max(sz[0] for sz in sizes) + 12, width)
-        hgt = min(line_h * len(overlay.lines) + 8, height)
-        text = np.zeros((hgt, w, 3), np.uint8)
-        for i, line in enumerate(overlay.lines):
-            colour = (80, 80, 255) if overlay.warn and i == 0 else (255, 255, 255)
-            cv2.putText(text, line, (6, (i + 1) * line_h), FONT, s, colour, 1, cv2.LINE_AA)
-        return text
+
+def render_panel(lines: list[str], warn: bool, scale: float, height: int, width: int) -> np.ndarray:
+    """The text layer of a panel: light text on black, at most the frame's size."""
+    sizes = [cv2.getTextSize(t, FONT, scale, 1)[0] for t in lines]
+    line_h = max(sz[1] for sz in sizes) + 6
+    w = min(max(sz[0] for sz in sizes) + 12, width)
+    hgt = min(line_h * len(lines) + 8, height)
+    text = np.zeros((hgt, w, 3), np.uint8)
+    for i, line in enumerate(lines):
+        colour = (80, 80, 255) if warn and i == 0 else (255, 255, 255)
+        cv2.putText(text, line, (6, (i + 1) * line_h), FONT, scale, colour, 1, cv2.LINE_AA)
+    return text

@@ -1,4 +1,4 @@
-"""Where annotated frames go: an OpenCV window, a video file (atomic), an MJPEG server, a JSONL track log."""
+"""Where annotated frames go: an OpenCV window, an MJPEG server, a JSONL track log (the video file: video.py)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,13 @@ log = logging.getLogger("facestream.display")
 NO_WINDOW = "cannot open a window (no display?): run with --headless --out FILE.mp4 or --serve PORT"
 
 
-class Window:
-    """A real OpenCV window; ``show`` returns False once the user pressed q/Esc or closed it.
+QUIT_KEYS = (ord("q"), 27)  # q, Esc
 
+
+class Window:
+    """A real OpenCV window; ``show`` / ``pump`` return False once the user pressed q/Esc or closed it.
+
+    Other keys pressed are queued in ``keys`` for the caller (overlay, pause, help: see present.KEYS).
     The window is created with the first picture, not before: with OpenCV's Qt backend a window created
     while the process then spends seconds loading models stayed black for the whole run about one time
     in six on a busy machine (the first paint is lost); created and shown at once it never did (24 / 24).
@@ -35,6 +39,7 @@ class Window:
         if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise FacestreamError(f"{NO_WINDOW} (DISPLAY is not set)")
         self._shown = False
+        self.keys: list[str] = []
 
     def show(self, frame: np.ndarray) -> bool:
         if not self._shown:
@@ -47,13 +52,18 @@ class Window:
         cv2.imshow(self.title, frame)
         return self.pump()
 
-    def pump(self) -> bool:
-        """Let the window handle its events (also while no frame arrives); False once the user closed it."""
+    def pump(self, wait_ms: int = 1) -> bool:
+        """Let the window handle its events for up to ``wait_ms`` (also while no frame arrives); False once
+        the user closed it."""
         if not self._shown:
-            return True  # not created yet: nothing to pump, nothing closed
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), 27):
-            return False
+            time.sleep(max(1, wait_ms) / 1000)  # not created yet: nothing to pump, nothing closed; still wait
+            return True
+        key = cv2.waitKey(max(1, wait_ms))
+        if key >= 0:
+            key &= 0xFF
+            if key in QUIT_KEYS:
+                return False
+            self.keys.append(chr(key))
         try:
             return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
         except cv2.error:
@@ -67,36 +77,6 @@ class Window:
             cv2.waitKey(1)
         except cv2.error:
             pass
-
-
-class VideoFile:
-    """Annotated video written to a temp file and renamed on close: never a half-written output."""
-
-    def __init__(self, path: str | Path, fps: float) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
-        self.fps = fps
-        self.writer: cv2.VideoWriter | None = None
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        if self.writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov")
-                                              else "MJPG"))
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
-            if not self.writer.isOpened():
-                raise FacestreamError(f"cannot write video {self.path}: use a .mp4 or .avi name in a writable folder")
-        self.writer.write(frame)
-        self.frames += 1
-
-    def close(self, keep: bool = True) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-            if keep and self.frames:
-                os.replace(self.tmp, self.path)
-        self.tmp.unlink(missing_ok=True)
 
 
 class MjpegServer:

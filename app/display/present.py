@@ -2,6 +2,9 @@
 
 One stream: the window / MJPEG server show its annotated frames at full size. Several streams: each gets
 its own video file (``out`` becomes ``name-s<N>.ext``) and the window / server show a mosaic of all of them.
+A file shown in a window plays at its own frame rate: the display waits for each frame's time, and the
+stages before it wait for the display (back-pressure), so every frame is still processed and none dropped.
+The window's keys (KEYS) switch the overlay, pause a file and show a help panel.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from app.display.annotate import Overlay, Renderer
+from app.display.annotate import Overlay, Renderer, next_mode
 from app.display.mosaic import Mosaic, mosaic_size
-from app.display.outputs import MjpegServer, TrackLog, VideoFile, Window
+from app.display.outputs import MjpegServer, TrackLog, Window
+from app.display.video import VideoFile
 from app.types import Faces, FrameRef
+
+#: the window's keys, as the help panel and `run --help` name them
+KEYS = (("o", "overlay compact / full / off"), ("space", "pause / resume (files)"), ("h or ?", "show / hide this help"),
+        ("q or Esc", "quit"))
 
 
 @dataclass
@@ -32,6 +40,8 @@ class OutputOptions:
     sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # stream → (width, height) of its frames
     sink: bool = False  # annotate every frame but send it nowhere (benchmarks: the drawing cost without encoding)
     mosaic_hz: float = 30.0  # most mosaic refreshes per second of the window / server
+    overlay: str = "compact"  # stats overlay: compact, full or off (the window's o key cycles it)
+    pace: bool = False  # the sources are files: the window shows them at their frame rate and can pause them
 
 
 def stream_path(out: str, stream: int, streams: int) -> str:
@@ -47,9 +57,10 @@ class Present:
 
     def __init__(self, options: OutputOptions) -> None:
         self.options = options
-        self.renderer = Renderer()
+        self.renderer = Renderer(overlay=options.overlay)
         n = len(options.streams)
         fps = options.fps if isinstance(options.fps, dict) else dict.fromkeys(options.streams, options.fps)
+        self.fps = fps
         self.window = Window(options.title) if options.window else None
         self.videos = ({s: VideoFile(stream_path(options.out, s, n), fps.get(s, 30.0)) for s in options.streams}
                        if options.out else {})
@@ -61,6 +72,17 @@ class Present:
         self.torn = 0
         self.last: tuple[np.ndarray, Faces] | None = None  # one stream: the last raw frame, for redraws
         self._next_show = 0.0
+        self.overlay: Overlay | None = None  # the last one drawn, for redraws after a key
+        self.help = False
+        self.paused = False
+        self.waited = 0.0  # seconds spent waiting for frames' times or paused: not drawing work
+        self.stopping: Callable[[], bool] = lambda: False  # the pipeline is stopping: never wait then
+        self._clocks: dict[int, tuple[float, int]] = {}  # stream -> (when, frame index) its playback started
+        self._paced: tuple[int, int] | None = None
+
+    @property
+    def paces(self) -> bool:
+        return bool(self.options.pace and self.window)
 
     @property
     def video(self) -> VideoFile | None:
@@ -84,6 +106,9 @@ class Present:
         used; if not, nothing is written or shown for it and ``torn`` counts it.
         """
         self.frames += 1
+        if not self.wait_turn(ref):
+            return False
+        self.overlay = overlay
         if self.tracks:
             self.tracks.write(ref, faces)
         if frame is None or not self.draws:
@@ -115,8 +140,47 @@ class Present:
         self._next_show = now + 1.0 / self.options.mosaic_hz
         return self._show(self.mosaic.compose(self.renderer, overlay))
 
-    def refresh(self, overlay: Overlay) -> bool:
-        """Show the latest picture again with a new overlay (a source is down and nothing arrives)."""
+    def wait_turn(self, ref: FrameRef) -> bool:
+        """Paced (a file in a window): wait until ``ref``'s time in its stream's playback, and while paused,
+        keeping the window responsive. Once per frame (the display stage calls it before reading the frame from
+        shared memory, ``__call__`` again). False once the user quits."""
+        if not self.paces or self._paced == (ref.stream, ref.index):
+            return True
+        self._paced = (ref.stream, ref.index)
+        now = time.monotonic()
+        clock = self._clocks.get(ref.stream)
+        due = now
+        if clock is not None:
+            due = clock[0] + (ref.index - clock[1]) / (self.fps.get(ref.stream) or 30.0)
+        if clock is None or due <= now:  # first frame, or late (processing fell behind): shown now, and the next
+            self._clocks[ref.stream] = (now, ref.index)  # one a frame's time after it: never a catch-up burst
+            due = now
+        return self._wait(due)
+
+    def _wait(self, due: float) -> bool:
+        """Pump the window until ``due`` (monotonic) and for as long as it is paused; the playback clocks move
+        on by the time spent paused."""
+        start = time.monotonic()
+        try:
+            while not self.stopping():
+                now = time.monotonic()
+                if not self.paused and now >= due:
+                    return True
+                paused = self.paused
+                if not self.pump(30 if paused else max(1, int(min(due - now, 0.03) * 1000))):
+                    return False
+                if paused:
+                    dt = time.monotonic() - now
+                    due += dt
+                    self._clocks = {s: (t + dt, i) for s, (t, i) in self._clocks.items()}
+            return True
+        finally:
+            self.waited += time.monotonic() - start
+
+    def refresh(self, overlay: Overlay | None = None) -> bool:
+        """Show the latest picture again with a new overlay (a source is down and nothing arrives, or a key
+        changed what is drawn)."""
+        overlay = overlay if overlay is not None else self.overlay
         if self.mosaic is not None:
             return self._show(self.mosaic.compose(self.renderer, overlay))
         if self.last is None:
@@ -124,15 +188,47 @@ class Present:
         frame, faces = self.last
         return self._show(self.renderer.draw(frame.copy(), faces, overlay))
 
+    def help_lines(self) -> list[str]:
+        keys = [(k, f"{what} (now {self.renderer.overlay})" if k == "o" else what) for k, what in KEYS
+                if k != "space" or self.paces]
+        return ["keys", *(f"{k}:  {what}" for k, what in keys)]
+
     def _show(self, frame: np.ndarray) -> bool:
         if self.server:
             self.server.publish(frame)
-        if self.window:
-            return self.window.show(frame)
-        return True
+        if not self.window:
+            return True
+        if self.help or self.paused:  # window only: on a copy, never in the file or the MJPEG stream
+            frame = frame.copy()
+            scale = max(0.45, min(1.0, frame.shape[0] / 700))
+            if self.paused:
+                self.renderer.draw_panel(frame, "paused", ["paused: space resumes"], scale, "bottom-right")
+            if self.help:
+                self.renderer.draw_panel(frame, "help", self.help_lines(), scale, "centre")
+        return self.window.show(frame) and self._keys()
 
-    def pump(self) -> bool:
-        return self.window.pump() if self.window else True
+    def pump(self, wait_ms: int = 1) -> bool:
+        """Let the window handle its events (and keys) for up to ``wait_ms``; False once the user quits."""
+        if not self.window:
+            return True
+        return self.window.pump(wait_ms) and self._keys()
+
+    def _keys(self) -> bool:
+        """Act on the keys pressed since the last look: o overlay, space pause (paced files), h / ? help. A change
+        is shown at once (the last picture drawn again)."""
+        keys, self.window.keys[:] = list(self.window.keys), []
+        changed = False
+        for key in keys:
+            if key == "o":
+                self.renderer.overlay = next_mode(self.renderer.overlay)
+            elif key == " " and self.paces:
+                self.paused = not self.paused
+            elif key in ("h", "?"):
+                self.help = not self.help
+            else:
+                continue
+            changed = True
+        return self.refresh() if changed else True
 
     def close(self, ok: bool = True) -> None:
         for out in (self.window, self.server, self.tracks):

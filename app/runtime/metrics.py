@@ -204,7 +204,8 @@ class Metrics:
         names = self._rows["name"]
         return all(int(st) == RUNNING for st, n in zip(self._rows["status"], names) if n.decode() != except_)
 
-    def overlay_lines(self) -> list[str]:
-        """One line per stage for the display's overlay."""
+    def overlay_lines(self, stats: list[StageStats] | None = None) -> list[str]:
+        """One line per stage for the display's overlay (of ``stats``, one snapshot shared with other uses)."""
         return [f"{s.name}: {s.fps:5.1f} fps  busy {s.busy * 100:3.0f}%  q {s.depth}  drops {s.drops}  "
-                f"lat p50 {s.latency_p50 * 1000:.0f} p99 {s.latency_p99 * 1000:.0f} ms" for s in self.snapshot()]
+                f"lat p50 {s.latency_p50 * 1000:.0f} p99 {s.latency_p99 * 1000:.0f} ms"
+                for s in (self.snapshot() if stats is None else stats)]

@@ -338,9 +338,11 @@ class DisplayStage(_Wrapper):
         from app.display.present import Present
 
         self.present = Present(self.options)
+        self.present.stopping = lambda: ctx.stopping  # a paced or paused window never holds up a stop
         self.latencies: list[float] = []
         self.next_overlay = 0.0
         self.lines: list[str] = []
+        self.compact: list[str] = []
         self.warn = False
         self.ok = False
 
@@ -360,6 +362,7 @@ class DisplayStage(_Wrapper):
 
     def _overlay(self, ctx: StageContext, force: bool = False):
         from app.display.annotate import Overlay
+        from app.display.stats_text import compact_lines
 
         now = time.monotonic()
         if force or now >= self.next_overlay:
@@ -367,21 +370,28 @@ class DisplayStage(_Wrapper):
             lat = np.asarray(self.latencies[-300:]) * 1000
             p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if len(lat) else (0, 0)
             source, self.warn = self._source_status(ctx)
+            stats = ctx.all_metrics.snapshot()
             self.lines = [source if self.warn else " | ".join(self.names.values()),
-                          *ctx.all_metrics.overlay_lines(),
+                          *ctx.all_metrics.overlay_lines(stats),
                           f"capture->display latency p50 {p50:.0f} ms  p99 {p99:.0f} ms"]
-        return Overlay(list(self.lines), warn=self.warn)
+            compact = compact_lines(stats, p50, p99)
+            self.compact = [f"source {source}", compact[0]] if self.warn else compact
+        return Overlay(list(self.lines), warn=self.warn, compact=list(self.compact))
 
     def show(self, rec: Record, ctx: StageContext) -> None:
         ring = ctx.rings[ring_name(rec.stream)]
         frame = None
+        ref = FrameRef(rec.seq, rec.ts, rec.stream, rec.index)
+        if not self.present.wait_turn(ref):  # a file in a window: its frame's time comes first (then the frame)
+            log.info("window closed: stopping")
+            ctx.request_stop()
+            return None
         if self.present.draws:  # drawn on in place: the display is the frame's last reader
             frame = ring.view(rec.seq)
             if frame is None:
                 ctx.metrics.drop()
                 return None
         self.latencies.append(time.time() - rec.ts)
-        ref = FrameRef(rec.seq, rec.ts, rec.stream, rec.index)
         torn = self.present.torn
         keep = self.present(frame, ref, _faces(rec), self._overlay(ctx), lambda: ring.still_valid(rec.seq))
         if self.present.torn != torn:
@@ -408,9 +418,10 @@ class DisplayStage(_Wrapper):
                 continue
             if rec.is_end:
                 break
-            t0 = time.perf_counter()
+            t0, waited = time.perf_counter(), self.present.waited
             self.show(rec, ctx)
-            ctx.metrics.tick(busy=time.perf_counter() - t0, ts=rec.ts)
+            # pacing a file to its frame rate, or a pause, is not work: the overlay's busy share stays honest
+            ctx.metrics.tick(busy=time.perf_counter() - t0 - (self.present.waited - waited), ts=rec.ts)
         self.ok = True
 
     def teardown(self) -> None:

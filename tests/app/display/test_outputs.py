@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.display.annotate import Overlay, Renderer, colour_for
-from app.display.outputs import MjpegServer, TrackLog, VideoFile
+from app.display.outputs import MjpegServer, TrackLog
+from app.display.video import VideoFile
 from app.errors import FacestreamError
 from app.types import Faces, FrameRef
 
