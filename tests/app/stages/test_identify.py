@@ -47,3 +47,40 @@ def test_without_store_unknown_nothing_is_written(tmp_path):
         assert identify(frame_with([7], [unit(3)])).names == ["unknown"]
     assert gallery.count() == 0
     identify.close()
+
+
+def test_an_unknown_face_carries_its_nearest_person_and_their_similarity(tmp_path):
+    """What a threshold tuner reads: below MATCH_THRESHOLD the name is unknown, but the similarity is the best
+    one found (not 0.0) and the nearest person is named; with an empty gallery there is neither."""
+    gallery = open_gallery(None, tmp_path, "faces")
+    identify = Identify(Settings.load(None, environ={"MATCH_THRESHOLD": "0.35"}), gallery=gallery)
+    ada, other = unit(1), unit(2)
+    out = identify(frame_with([5], [other]))
+    assert out.names == ["unknown"] and out.nearest == [""] and out.similarities[0] == 0.0
+    gallery.add("Ada", ada[None])
+    near = other - (other @ ada) * ada  # orthogonal to Ada, then tilted towards her: cosine 0.2
+    near = 0.2 * ada + np.sqrt(1 - 0.2**2) * near / np.linalg.norm(near)
+    out = identify(frame_with([6, 7], [near, ada]))
+    assert out.names == ["unknown", "Ada"] and out.nearest == ["Ada", ""]
+    assert abs(out.similarities[0] - 0.2) < 1e-3 and out.similarities[1] > 0.99
+    identify.close()
+
+
+def test_a_removed_track_loses_its_name():
+    """embed+track reports the ids a cut ended: a face shown under such an id again (no new answer) is unknown."""
+
+    class Gallery:
+        def search(self, embeddings, threshold):
+            from app.gallery.base import Match
+
+            return [Match("ada", "Ada", 0.9)] * len(embeddings)
+
+        def close(self):
+            pass
+
+    identify = Identify(Settings.load(None, environ={}), gallery=Gallery())
+    assert identify(frame_with([3], [unit(1)])).names == ["Ada"]
+    steady = frame_with([3], [unit(1)])
+    steady.query = np.zeros(0, np.int64)  # not due: the name comes from the vote
+    assert identify(steady).names == ["Ada"]
+    assert identify(steady, removed=[3]).names == ["unknown"]
