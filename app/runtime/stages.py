@@ -307,6 +307,9 @@ class IdentifyStage(_Wrapper):
 
     def process(self, rec: Record, ctx: StageContext) -> Record:
         faces = self.identify(_faces(rec), stream=rec.stream, removed=rec.meta.get("removed"))
+        # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
+        # (128 KB) would not fit the queue's slot (sized for names and boxes)
+        faces.embeddings = faces.query = None
         return faces_record(rec, faces)
 
     def teardown(self) -> None:

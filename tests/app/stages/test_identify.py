@@ -84,3 +84,21 @@ def test_a_removed_track_loses_its_name():
     steady.query = np.zeros(0, np.int64)  # not due: the name comes from the vote
     assert identify(steady).names == ["Ada"]
     assert identify(steady, removed=[3]).names == ["unknown"]
+
+
+def test_the_identify_stage_hands_on_names_without_the_embeddings(tmp_path):
+    """After a scene cut every face is queried at once: the record to the display must stay the size of names and
+    boxes (64 faces' embeddings would overflow its queue slot)."""
+    from app.runtime.shm import Record
+    from app.runtime.stages import IdentifyStage
+
+    stage = IdentifyStage(Settings.load(None, environ={}))
+    gallery = open_gallery(None, tmp_path, "faces")
+    gallery.add("Ada", unit(1)[None])
+    stage.identify = Identify(stage.settings, gallery=gallery)
+    faces = frame_with(list(range(64)), [unit(1)] * 64)
+    faces.scene = 3
+    out = stage.process(Record(seq=5, stream=0, index=5, arrays=faces.arrays()), ctx=None)
+    assert "embeddings" not in out.arrays and "query" not in out.arrays
+    assert out.meta["names"] == ["Ada"] * 64 and out.arrays["scene"].tolist() == [3]
+    stage.teardown()
