@@ -47,6 +47,20 @@ def named_per_frame(log: Path, stream: int | None = None) -> dict[int, list[str]
     return frames
 
 
+def check_cuts(log: Path, stream: int | None = None) -> None:
+    """Capture's scene signal reached embed+track: on each cut of the clip (20, into the cross-fade; 82; 211)
+    every face that can start a track (score >= TRACK_THRESH + 0.1; 0.61 leaves room for the log's rounding)
+    is tracked at once, under a new id (none continues a track of the frame before)."""
+    ids: dict[int, list[int]] = {}
+    for line in log.read_text().splitlines():
+        row = json.loads(line)
+        if stream is None or row["stream"] == stream:
+            ids[row["frame"]] = [face["track_id"] for face in row["faces"] if face["score"] >= 0.61]
+    for cut in (20, 82, 211):
+        assert ids[cut] and -1 not in ids[cut], f"frame {cut}: track ids {ids[cut]}"
+        assert not set(ids[cut]) & set(ids[cut - 1]), f"a track id continues across the cut at {cut}"
+
+
 def check_labels(frames: dict[int, list[str]]) -> None:
     """Per frame and per face: nobody is named who is not on screen (0 false names), no name is on two faces
     of one frame, Lin-Manuel Miranda is named through his close-up and Barack Obama through the audience."""
@@ -81,6 +95,7 @@ def test_run_headless_names_the_enrolled_people(enrolled_env, media_dir, tmp_pat
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 275  # every frame processed and annotated
     assert len(log.read_text().splitlines()) == 275
     check_labels(named_per_frame(log))
+    check_cuts(log)
 
 
 @pytest.mark.slow
@@ -104,6 +119,7 @@ def test_two_streams_batch_together_and_keep_their_own_tracks_and_files(enrolled
         frames = [r["frame"] for r in rows if r["stream"] == stream]
         assert frames == list(range(275)), f"stream {stream}: frames out of order or missing"
         check_labels(named_per_frame(log, stream))
+        check_cuts(log, stream)
 
     import cv2
 
@@ -122,6 +138,7 @@ def test_single_process_loop_gives_the_same_names(enrolled_env, media_dir, tmp_p
                    "--source", str(media_dir / "video/short_hamilton_clip.mp4"))
     assert proc.returncode == 0, proc.stderr
     check_labels(named_per_frame(log))
+    check_cuts(log)
 
 
 @pytest.mark.timeout(120)

@@ -217,3 +217,29 @@ def test_a_box_that_jumps_is_embedded_out_of_turn_and_keeps_its_id_when_the_face
     assert int(out.track_ids[0]) == tid  # the same face: IDENTITY_BREAK keeps the track
     out = stage(moved, crops, frame_index=5)  # steady again: back to every third frame
     assert sum(calls) == embedded + 1
+
+
+def test_the_scene_counter_travels_from_capture_through_the_gpu_detect_and_align_records(checkpoint_dir, obama,
+                                                                                        biden_crops):
+    """Capture's record carries the counter; detect builds its faces anew (on a GPU with the crops), align passes
+    such a record on; embed+track still sees the cut: a new id at once, the old one reported removed."""
+    from app.runtime.shm import Record
+    from app.runtime.stages import AlignStage, EmbedTrackStage, faces_record
+
+    faces, crops = obama
+    settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
+    stage = EmbedTrackStage(settings, {0: 30.0})
+    stage.embed = EmbedTrack(settings)
+    ctx = _Ctx()
+    ids, removed = [], []
+    for i in range(6):
+        scene, face = (0, crops) if i < 4 else (1, biden_crops)
+        captured = Record(seq=i, ts=0.0, stream=0, index=i, arrays={"scene": np.array([scene], np.int64)})
+        detected = faces_record(captured, Faces(faces.boxes, faces.scores, faces.landmarks), crops=face)
+        aligned = AlignStage(settings).process(detected, ctx)
+        (out,) = stage.process_batch([aligned], ctx)
+        assert out.arrays["scene"].tolist() == [scene]
+        ids.append(int(out.arrays["track_ids"][0]))
+        removed.append(out.meta["removed"])
+    assert ids[:4] == [ids[0]] * 4 and ids[4] == ids[5] != ids[0]
+    assert removed[4] == [ids[0]] and removed[5] == []
