@@ -2,18 +2,19 @@
 
 Boxes cannot see a hard cut (a new face where an old one was continues the old track), and an embedding is
 taken only every EMBED_INTERVAL frames, so capture, which holds every decoded frame, marks cuts: a 12x16
-grey thumbnail (block means of a sparse sample grid) compared with the
-previous frame's by normalised correlation, which ignores brightness changes and small motion. The counter
+grey thumbnail (block means of a sparse sample grid) compared with the previous frame's by normalised
+correlation, which ignores brightness changes and small motion. The counter
 travels with the frame's record; embed+track ends every track's identity claim when it changes, so a cut
 is not missed when the cut frame itself was dropped downstream.
 
-Measured on the shared clip (1 - correlation of consecutive thumbnails): the cuts score 0.72 (frame 20,
-into the cross-fade), 1.01 (82) and 0.80 (211); camera motion, the cross-fade and the close-ups score at
-most 0.27. CUT_DISTANCE (0.5) sits between the two, 0.22 from either. About 0.1 ms a frame at 1080p.
+Measured on the shared clip (1 - correlation of consecutive thumbnails): the cuts score 0.73 (frame 20,
+into the cross-fade), 1.00 (82) and 0.82 (211); camera motion, the cross-fade and the close-ups score at
+most 0.27. CUT_DISTANCE (0.5) sits between the two, 0.23 from either. 0.06 ms a frame at 720p or 1080p.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 GRID = (12, 16)  # thumbnail rows, columns
@@ -22,15 +23,15 @@ CUT_DISTANCE = 0.5  # 1 - correlation above which two consecutive frames are dif
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
-    """(12, 16) float32 grey thumbnail: a strided sample of the frame, averaged over 4x4 blocks (averaging
-    keeps a one-pixel shift from changing the sampled values, which point sampling alone would not)."""
+    """(12, 16) float32 grey thumbnail: a strided 48x64 sample of the frame, averaged over 4x4 blocks (averaging
+    keeps a one-pixel shift from changing the sampled values, which point sampling alone would not). OpenCV
+    does the grey and the averaging: numpy's mean over the colour axis alone took 0.12 ms at 1080p."""
     h, w = frame.shape[:2]
     rows, cols = GRID[0] * BLOCK, GRID[1] * BLOCK
     sy, sx = max(1, h // rows), max(1, w // cols)
-    grid = frame[: sy * rows : sy, : sx * cols : sx]
-    grey = grid.mean(axis=2, dtype=np.float32) if grid.ndim == 3 else grid.astype(np.float32)
-    gh, gw = grey.shape[0] // BLOCK * BLOCK, grey.shape[1] // BLOCK * BLOCK  # tiny frames: fewer cells
-    return grey[:gh, :gw].reshape(gh // BLOCK, BLOCK, gw // BLOCK, BLOCK).mean(axis=(1, 3))
+    grid = np.ascontiguousarray(frame[: sy * rows : sy, : sx * cols : sx])
+    grey = cv2.cvtColor(grid, cv2.COLOR_BGR2GRAY) if grid.ndim == 3 else grid
+    return cv2.resize(grey.astype(np.float32), (GRID[1], GRID[0]), interpolation=cv2.INTER_AREA)
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:
