@@ -243,3 +243,23 @@ def test_the_scene_counter_travels_from_capture_through_the_gpu_detect_and_align
         removed.append(out.meta["removed"])
     assert ids[:4] == [ids[0]] * 4 and ids[4] == ids[5] != ids[0]
     assert removed[4] == [ids[0]] and removed[5] == []
+
+
+def test_a_cut_in_the_batch_submitted_while_the_one_before_still_embeds_gives_the_same_result(
+        checkpoint_dir, obama, biden_crops):
+    """The GPU overlap: batch B (a cut) is tracked before batch A is finished. The ids, removals and identities
+    come out as when each batch is finished before the next is tracked, and no ended track's identity stays."""
+    faces, crops = obama
+    settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
+    a = [(with_scene(faces, 0), crops, 0, i) for i in range(3)]
+    b = [(with_scene(faces, 1), biden_crops, 0, i) for i in range(3, 5)]
+    overlapped, sequential = EmbedTrack(settings), EmbedTrack(settings)
+    pending_a = overlapped.submit(a)
+    pending_b = overlapped.submit(b)  # tracked (the cut restarts the tracker) before A is collected
+    got = overlapped.collect(pending_a) + overlapped.collect(pending_b)
+    want = sequential.batch(a) + sequential.batch(b)
+    for g, w in zip(got, want):
+        assert np.array_equal(g.track_ids, w.track_ids) and g.removed == w.removed
+    assert got[3].removed == [int(got[0].track_ids[0])]
+    assert sorted(overlapped.identities[0].tracks) == [int(got[4].track_ids[0])]
+    assert overlapped.aliases[0] == sequential.aliases[0] and len(overlapped.aliases[0]) == 1
