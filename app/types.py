@@ -25,7 +25,9 @@ class Faces:
 
     boxes (N,4) x1y1x2y2, scores (N,), landmarks (N,5,2) in frame pixels; track_ids (N,) int64 (−1: not
     tracked); embeddings (N,512) only for the rows in ``query`` (indices due for a gallery query);
-    names/similarities per row once the gallery stage has labelled them.
+    names/similarities per row once the gallery stage has labelled them (an unknown face: the similarity of
+    the ``nearest`` person, below the match threshold). ``scene``: capture's scene counter for the frame
+    (it steps up at a cut; −1: not known), which ends every track's identity claim when it changes.
     """
 
     boxes: np.ndarray
@@ -37,6 +39,8 @@ class Faces:
     names: list[str] = field(default_factory=list)
     person_ids: list[str] = field(default_factory=list)
     similarities: np.ndarray | None = None
+    nearest: list[str] = field(default_factory=list)  # per row: best gallery match of an unknown face, or ""
+    scene: int = -1
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -52,6 +56,8 @@ class Faces:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.scene >= 0:
+            out["scene"] = np.array([self.scene], np.int64)
         return out
 
     @classmethod
@@ -61,8 +67,9 @@ class Faces:
             boxes=arrays["boxes"], scores=arrays["scores"], landmarks=arrays["landmarks"],
             track_ids=arrays.get("track_ids"), embeddings=arrays.get("embeddings"), query=arrays.get("query"),
             similarities=arrays.get("similarities"), names=list(meta.get("names", [])),
-            person_ids=list(meta.get("person_ids", [])),
+            person_ids=list(meta.get("person_ids", [])), nearest=list(meta.get("nearest", [])),
+            scene=int(arrays["scene"][0]) if "scene" in arrays else -1,
         )
 
     def meta(self) -> dict:
-        return {"names": self.names, "person_ids": self.person_ids} if self.names else {}
+        return {"names": self.names, "person_ids": self.person_ids, "nearest": self.nearest} if self.names else {}

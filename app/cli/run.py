@@ -179,6 +179,7 @@ def run_local(settings: Settings, args, present: Present | None = None, stages=N
     from app.stages.detect import Detect
     from app.stages.embed_track import EmbedTrack
     from app.stages.identify import Identify
+    from app.tracking.scene import SceneCuts
 
     spec = parse_source(settings.sources[0])
     source = VideoSource(spec, settings.reconnect_max_delay)
@@ -189,6 +190,7 @@ def run_local(settings: Settings, args, present: Present | None = None, stages=N
     watch = Stopwatch()
     latencies: list[float] = []
     index = 0
+    cuts = SceneCuts()
     ok = False
     reason = "finished"
     started, t0 = time.time(), time.monotonic()
@@ -205,7 +207,8 @@ def run_local(settings: Settings, args, present: Present | None = None, stages=N
             t = watch.time("detect", t)
             crops = align(frame, dets)
             t = watch.time("align", t)
-            faces = embed(Faces(dets.boxes, dets.scores, dets.landmarks), crops, frame_index=index)
+            faces = Faces(dets.boxes, dets.scores, dets.landmarks, scene=cuts.update(frame))
+            faces = embed(faces, crops, frame_index=index)
             t = watch.time("embed+track", t)
             faces = identify(faces, removed=getattr(faces, "removed", None))
             watch.time("gallery", t)

@@ -143,7 +143,7 @@ class MjpegServer:
 
 
 class TrackLog:
-    """One JSON line per processed frame: the machine-readable twin of the window."""
+    """One JSON line per processed frame: the machine-readable twin of the window (fields: docs/tracklog.md)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -154,12 +154,16 @@ class TrackLog:
         rows = []
         for i in range(len(faces)):
             name = faces.names[i] if i < len(faces.names) else UNKNOWN
+            pid = faces.person_ids[i] if i < len(faces.person_ids) else ""
+            nearest = faces.nearest[i] if i < len(faces.nearest) else ""
             rows.append({
                 "track_id": int(faces.track_ids[i]) if faces.track_ids is not None else -1,
                 "box": [round(float(v), 1) for v in faces.boxes[i]],
                 "score": round(float(faces.scores[i]), 3),
                 "name": name,
+                "person_id": pid or None,
                 "similarity": round(float(faces.similarities[i]), 3) if faces.similarities is not None else None,
+                "nearest": nearest or None,
             })
         self.f.write(json.dumps({"frame": ref.index, "stream": ref.stream, "seq": ref.seq,
                                  "capture_ts": round(ref.ts, 6), "display_ts": round(time.time(), 6),

@@ -32,8 +32,12 @@ def ring_name(stream: int) -> str:
 
 
 def faces_record(rec: Record, faces: Faces, **extra: np.ndarray) -> Record:
-    return Record(seq=rec.seq, ts=rec.ts, stream=rec.stream, index=rec.index,
-                  arrays={**faces.arrays(), **extra}, meta=faces.meta())
+    """The record after ``rec``: its frame header, these faces; capture's scene counter travels on whatever
+    the stage in between made of the faces (detect builds them anew)."""
+    arrays = {**faces.arrays(), **extra}
+    if "scene" in rec.arrays and "scene" not in arrays:
+        arrays["scene"] = rec.arrays["scene"]
+    return Record(seq=rec.seq, ts=rec.ts, stream=rec.stream, index=rec.index, arrays=arrays, meta=faces.meta())
 
 
 def _faces(rec: Record) -> Faces:
@@ -96,6 +100,7 @@ class CaptureStage:
 
     def run(self, ctx: StageContext) -> None:
         from app.stages.capture import VideoSource, parse_source
+        from app.tracking.scene import SceneCuts
 
         setup_logging(self.settings.log_level)
         name_process(ctx.name)
@@ -111,6 +116,7 @@ class CaptureStage:
         shape = ring.spec.height, ring.spec.width
         shape3 = (*shape, ring.spec.channels)
         index = played = 0
+        cuts = SceneCuts()  # compared frame to frame here, where every decoded frame passes (none dropped yet)
         start = time.monotonic()
         shown, next_status = "live", 0.0  # written only from the first outage on: a row error stays empty until then
         try:
@@ -147,8 +153,9 @@ class CaptureStage:
                     if frame.shape[:2] != shape:
                         frame = cv2.resize(frame, (shape[1], shape[0]))
                     ring.write(frame, index, ts, stream=self.stream, index=index)
-                busy = time.perf_counter() - t0  # decode (and the status check): capture's cost per frame
-                ctx.put(Record(seq=index, ts=ts, stream=self.stream, index=index))
+                scene = np.array([cuts.update(frame)], np.int64)
+                busy = time.perf_counter() - t0  # decode, the status and the cut check: capture's cost per frame
+                ctx.put(Record(seq=index, ts=ts, stream=self.stream, index=index, arrays={"scene": scene}))
                 ctx.metrics.tick(busy=busy, ts=ts)
                 index += 1
         finally:
@@ -300,6 +307,9 @@ class IdentifyStage(_Wrapper):
 
     def process(self, rec: Record, ctx: StageContext) -> Record:
         faces = self.identify(_faces(rec), stream=rec.stream, removed=rec.meta.get("removed"))
+        # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
+        # (128 KB) would not fit the queue's slot (sized for names and boxes)
+        faces.embeddings = faces.query = None
         self._gallery_status(ctx)
         return faces_record(rec, faces)
 

@@ -1,5 +1,10 @@
 """Identify: ask the gallery about the tracks that are due, keep a vote per track, name every face.
 
+Only tracks embed+track sent are asked about, and a track's votes end with it (embed+track ends tracks at a
+scene cut and when a face stops resembling its track), so a name is only ever shown on the face it was
+confirmed for. The query asks for the best match at any similarity: below MATCH_THRESHOLD it is an unknown
+answer that still says how near the nearest person came (logged for tuning the threshold).
+
 With STORE_UNKNOWN, a track that stays unknown over UNKNOWN_VOTES answers is enrolled under a generated
 name (``unknown-YYYYMMDD-HHMM-s<stream>t<track>``), so the same stranger is recognised later and can be
 named with ``facestream people rename``."""
@@ -56,34 +61,37 @@ class Identify:
                                                               refresh_frames=self.settings.refresh_frames))
         if faces.query is not None and len(faces.query) and time.monotonic() >= self.retry_at:
             try:
-                matches = self.gallery.search(faces.embeddings, threshold=self.settings.match_threshold)
+                matches = self.gallery.search(faces.embeddings, threshold=-1.0)  # nearest, even if unknown
             except GalleryUnavailable as exc:  # keep showing the last votes; ask again in a while
                 log.warning("%s; names are kept from earlier results, retrying in 5 s", exc)
                 self.retry_at = time.monotonic() + 5.0
                 matches = []
             self.queries += len(matches)
+            threshold = self.settings.match_threshold
             for k, (row, match) in enumerate(zip(faces.query, matches)):
                 tid = int(faces.track_ids[row])
-                if match is None:
-                    votes.record(tid, None, None, 0.0)
+                if match is None or match.score < threshold:
+                    votes.record(tid, None, match and match.name, match.score if match else 0.0)
                     if self.settings.store_unknown:
                         self._store_unknown(stream, tid, faces.embeddings[k], votes)
                 else:
                     votes.record(tid, match.person_id, match.name, match.score)
         if removed:
             votes.forget(removed)
-        names, pids, sims = [], [], np.zeros(len(faces), np.float32)
+        names, pids, nearest, sims = [], [], [], np.zeros(len(faces), np.float32)
         for i in range(len(faces)):
             tid = int(faces.track_ids[i]) if faces.track_ids is not None else -1
             label = votes.label(tid) if tid >= 0 else None
-            if label is None or label.name is None:
+            if label is None:
                 names.append(UNKNOWN)
                 pids.append("")
-            else:
-                names.append(label.name)
-                pids.append(label.person_id or "")
-                sims[i] = label.score
-        faces.names, faces.person_ids, faces.similarities = names, pids, sims
+                nearest.append("")
+                continue
+            names.append(UNKNOWN if label.name is None else label.name)
+            pids.append(label.person_id or "")
+            nearest.append(label.nearest or "")
+            sims[i] = label.score
+        faces.names, faces.person_ids, faces.nearest, faces.similarities = names, pids, nearest, sims
         return faces
 
     def _store_unknown(self, stream: int, tid: int, embedding: np.ndarray, votes: TrackIdentities) -> None:

@@ -21,8 +21,10 @@ one more cannot (the reference, by the order it updates its lists, lets a remove
 frame longer); and IoU is computed on continuous coordinates, without the reference's +1 pixel. With
 those two aligned, this tracker gives the reference's ids and boxes frame for frame.
 
-One addition: ``update`` takes the frame's index in the source, so frames dropped upstream (a live
-source under load) still count as elapsed time for the motion model and the buffer.
+Two additions: ``update`` takes the frame's index in the source, so frames dropped upstream (a live
+source under load) still count as elapsed time for the motion model and the buffer; and each match reports
+how well the box continues its track (IoU with the track's predicted box; 0 for a track re-found after
+being lost, or new), so the caller can re-check the face of a box that jumped.
 
 Fusing the score is the reference's default (it is switched off only for MOT20's dense crowds); faces
 in a frame are few and rarely overlap, so the stricter match for weak boxes costs nothing and keeps a
@@ -58,6 +60,8 @@ class TrackResult:
     boxes: np.ndarray  # (M, 4) float32 x1y1x2y2, the filtered box of each track
     det_index: np.ndarray  # (M,) int64, row of the detection each track was matched to
     scores: np.ndarray  # (M,) float32, that detection's score
+    continuity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (M,) IoU with the
+    # predicted box; 0 where the track was lost until this frame or is new (nothing says it is the same face)
     lost_ids: list[int] = field(default_factory=list)  # shown tracks that went unseen on this frame
     removed_ids: list[int] = field(default_factory=list)  # shown tracks forgotten on this frame: never come back
 
@@ -72,6 +76,14 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     size_b = np.maximum(b[:, 2:] - b[:, :2], 0.0)
     area_a, area_b = size_a[:, 0] * size_a[:, 1], size_b[:, 0] * size_b[:, 1]
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) IoU of each row of ``a`` (N, 4) with the same row of ``b``."""
+    wh = np.maximum(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0.0)
+    inter = wh[:, 0] * wh[:, 1]
+    size_a, size_b = np.maximum(a[:, 2:] - a[:, :2], 0.0), np.maximum(b[:, 2:] - b[:, :2], 0.0)
+    return inter / np.maximum(size_a[:, 0] * size_a[:, 1] + size_b[:, 0] * size_b[:, 1] - inter, 1e-9)
 
 
 def assign(cost: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -118,6 +130,7 @@ class ByteTracker:
         self.last = np.zeros(0, np.int64)  # frame of the last match
         self.start = np.zeros(0, np.int64)  # frame the track was born
         self.det = np.zeros(0, np.int64)  # detection row of the last match
+        self.cont = np.zeros(0)  # continuity of the last match (see TrackResult)
 
     def __len__(self) -> int:
         """Tracks alive: tracked, unconfirmed or lost."""
@@ -192,6 +205,8 @@ class ByteTracker:
         # correct every matched track in one batched Kalman step
         mt, md = np.concatenate(match_t), np.concatenate(match_d)
         if len(mt):
+            iou = iou_pairs(tb[mt], boxes[md])
+            self.cont[mt] = np.where((self.state[mt] == TRACKED) & self.confirmed[mt], iou, 0.0)
             self.mean[mt], self.cov[mt] = kalman.multi_update(self.mean[mt], self.cov[mt],
                                                               kalman.xyxy_to_xyah(boxes[md]))
             self.state[mt] = TRACKED
@@ -220,6 +235,7 @@ class ByteTracker:
             self.last = np.concatenate([self.last, np.full(n, f, np.int64)])
             self.start = np.concatenate([self.start, np.full(n, f, np.int64)])
             self.det = np.concatenate([self.det, fresh])
+            self.cont = np.concatenate([self.cont, np.zeros(n)])
             keep = np.concatenate([keep, np.ones(n, bool)])
 
         tb = kalman.xyah_to_xyxy(self.mean[:, :4])
@@ -238,12 +254,13 @@ class ByteTracker:
             boxes=tb[out].astype(np.float32),
             det_index=self.det[out].copy(),
             scores=self.score[out].astype(np.float32),
+            continuity=self.cont[out].astype(np.float32),
             lost_ids=lost_ids,
             removed_ids=removed_ids,
         )
 
     def _keep(self, keep: np.ndarray) -> None:
-        for name in ("mean", "cov", "ids", "state", "confirmed", "score", "last", "start", "det"):
+        for name in ("mean", "cov", "ids", "state", "confirmed", "score", "last", "start", "det", "cont"):
             setattr(self, name, getattr(self, name)[keep])
 
     def _duplicates(self, alive: np.ndarray, tb: np.ndarray) -> np.ndarray:

@@ -25,8 +25,9 @@ class Label:
 
     name: str | None
     person_id: str | None
-    score: float  # similarity shown: the winner's latest score (0.0 when unknown)
+    score: float  # the winner's latest similarity; unknown: the latest unknown answer's best (0.0: none yet)
     votes: int  # answers behind the winner (0: no answer yet)
+    nearest: str | None = None  # unknown: the person that latest unknown answer came nearest to
 
 
 @dataclass
@@ -121,7 +122,8 @@ class TrackIdentities:
 
     # -- the gallery side ------------------------------------------------------------------------------
     def record(self, track_id: int, person_id: str | None, name: str | None, score: float) -> None:
-        """Remember one gallery answer for a track (person_id None: nobody above the gallery's threshold)."""
+        """Remember one gallery answer for a track. ``person_id`` None: nobody above the match threshold; then
+        ``name`` and ``score`` may give the nearest person below it (what a threshold tuner needs)."""
         self._state(int(track_id)).answers.append((person_id, name, float(score)))
 
     def label(self, track_id: int) -> Label:
@@ -140,7 +142,8 @@ class TrackIdentities:
             latest[pid] = (name, score)
         winner = max(weight, key=lambda k: (weight[k], count[k]))
         if winner is None:
-            return Label(None, None, 0.0, count[None])
+            nearest, score = latest[None]
+            return Label(None, None, score, count[None], nearest)
         name, score = latest[winner]
         return Label(name, winner, score, count[winner])
 

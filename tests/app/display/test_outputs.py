@@ -81,6 +81,22 @@ def test_track_log_is_one_json_line_per_frame(tmp_path):
     assert rows[1]["faces"] == []
 
 
+def test_track_log_gives_an_unknown_face_its_nearest_person_and_an_untracked_face_id_minus_one(tmp_path):
+    faces = Faces(np.array([[0, 0, 40, 40], [50, 50, 90, 90]], np.float32), np.array([0.8, 0.7], np.float32),
+                  np.zeros((2, 5, 2), np.float32), track_ids=np.array([4, -1]))
+    faces.names, faces.person_ids, faces.nearest = ["unknown", "unknown"], ["", ""], ["obama", ""]
+    faces.similarities = np.array([0.21, 0.0], np.float32)
+    log = TrackLog(tmp_path / "t.jsonl")
+    log.write(FrameRef(seq=0, ts=1.0, index=0), faces)
+    log.write(FrameRef(seq=1, ts=1.1, index=1), faces_one("obama"))
+    log.close()
+    first, second = [json.loads(line)["faces"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert first[0] == {"track_id": 4, "box": [0.0, 0.0, 40.0, 40.0], "score": 0.8, "name": "unknown",
+                        "person_id": None, "similarity": 0.21, "nearest": "obama"}
+    assert first[1]["track_id"] == -1 and first[1]["nearest"] is None
+    assert second[0]["name"] == "obama" and second[0]["nearest"] is None
+
+
 def test_a_window_without_a_display_is_one_clear_error_naming_the_headless_options(monkeypatch):
     from app.display.outputs import Window
     from app.errors import FacestreamError

@@ -134,3 +134,132 @@ def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(
     for rec, w in zip(out, want):
         assert np.array_equal(rec.arrays["track_ids"], w.track_ids)
         np.testing.assert_allclose(rec.arrays["embeddings"], w.embeddings, atol=1e-5)
+
+
+# -- a name only on the face it was confirmed for ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def biden_crops(checkpoint_dir, media_dir):
+    """The aligned crop of another person's face (drawn in Obama's box below: a cut with the face in place)."""
+    settings = Settings(checkpoint_dir=str(checkpoint_dir))
+    image = cv2.imread(str(media_dir / "people/biden/biden.jpg"))
+    dets = Detect(settings)([image])[0]
+    assert len(dets) == 1
+    return Align()(image, dets)
+
+
+@pytest.fixture
+def gallery_of_obama(tmp_path, checkpoint_dir, obama):
+    from app.gallery import open_gallery
+
+    gallery = open_gallery(None, tmp_path, "faces")
+    embedder = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir))).embedder
+    gallery.add("obama", embedder.embed(obama[1]))
+    yield gallery
+    gallery.close()
+
+
+def with_scene(faces: Faces, scene: int) -> Faces:
+    return Faces(faces.boxes, faces.scores, faces.landmarks, scene=scene)
+
+
+def test_a_cut_with_the_new_face_in_the_old_box_ends_the_name_even_when_the_track_is_not_due(
+        checkpoint_dir, obama, biden_crops, gallery_of_obama):
+    """EMBED_INTERVAL=3: frames 0 and 3 embed Obama's track; frame 4 (not due) is a cut to another person in the
+    very same box. That face gets a new track id, is embedded at once, the old id is reported removed, and it
+    is never shown as Obama; it logs Obama as its nearest person, with their (low) similarity."""
+    from app.stages.identify import Identify
+
+    faces, crops = obama
+    settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
+    stage, identify = EmbedTrack(settings), Identify(settings, gallery=gallery_of_obama)
+    calls = counting(stage)
+    for i in range(4):
+        out = identify(stage(with_scene(faces, 0), crops, frame_index=i))
+        assert out.names == ["obama"]
+    old = int(out.track_ids[0])
+    cosine = float(stage.embedder.embed(biden_crops)[0] @ stage.embedder.embed(crops)[0])
+    embedded = sum(calls)
+    for i in range(4, 7):
+        out = stage(with_scene(faces, 1), biden_crops, frame_index=i)
+        if i == 4:
+            assert sum(calls) == embedded + 1  # out of turn
+            assert int(out.track_ids[0]) != old and out.removed == [old]
+        out = identify(out, removed=out.removed)
+        assert out.names == ["unknown"] and out.nearest == ["obama"]
+        assert out.similarities[0] == pytest.approx(cosine, abs=0.02)  # the nearest's similarity, not 0.0
+
+
+def test_without_a_scene_signal_the_cut_face_is_still_never_named_on_a_frame_it_was_embedded(
+        checkpoint_dir, obama, biden_crops, gallery_of_obama):
+    """EMBED_INTERVAL=1, no scene counter (scene −1): the embedding on the cut frame itself breaks the track."""
+    from app.stages.identify import Identify
+
+    faces, crops = obama
+    settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
+    stage, identify = EmbedTrack(settings), Identify(settings, gallery=gallery_of_obama)
+    assert identify(stage(faces, crops, frame_index=0)).names == ["obama"]
+    out = stage(faces, biden_crops, frame_index=1)
+    assert identify(out, removed=out.removed).names == ["unknown"]
+
+
+def test_a_box_that_jumps_is_embedded_out_of_turn_and_keeps_its_id_when_the_face_is_the_same(checkpoint_dir, obama):
+    faces, crops = obama
+    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3))
+    calls = counting(stage)
+    for i in range(4):
+        out = stage(faces, crops, frame_index=i)
+    tid, embedded = int(out.track_ids[0]), sum(calls)
+    w = float(faces.boxes[0, 2] - faces.boxes[0, 0])
+    moved = Faces(faces.boxes + np.array([0.4 * w, 0, 0.4 * w, 0], np.float32), faces.scores, faces.landmarks)
+    out = stage(moved, crops, frame_index=4)  # not due (embedded on 3), but its box did not follow the track
+    assert sum(calls) == embedded + 1
+    assert int(out.track_ids[0]) == tid  # the same face: IDENTITY_BREAK keeps the track
+    out = stage(moved, crops, frame_index=5)  # steady again: back to every third frame
+    assert sum(calls) == embedded + 1
+
+
+def test_the_scene_counter_travels_from_capture_through_the_gpu_detect_and_align_records(checkpoint_dir, obama,
+                                                                                        biden_crops):
+    """Capture's record carries the counter; detect builds its faces anew (on a GPU with the crops), align passes
+    such a record on; embed+track still sees the cut: a new id at once, the old one reported removed."""
+    from app.runtime.shm import Record
+    from app.runtime.stages import AlignStage, EmbedTrackStage, faces_record
+
+    faces, crops = obama
+    settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
+    stage = EmbedTrackStage(settings, {0: 30.0})
+    stage.embed = EmbedTrack(settings)
+    ctx = _Ctx()
+    ids, removed = [], []
+    for i in range(6):
+        scene, face = (0, crops) if i < 4 else (1, biden_crops)
+        captured = Record(seq=i, ts=0.0, stream=0, index=i, arrays={"scene": np.array([scene], np.int64)})
+        detected = faces_record(captured, Faces(faces.boxes, faces.scores, faces.landmarks), crops=face)
+        aligned = AlignStage(settings).process(detected, ctx)
+        (out,) = stage.process_batch([aligned], ctx)
+        assert out.arrays["scene"].tolist() == [scene]
+        ids.append(int(out.arrays["track_ids"][0]))
+        removed.append(out.meta["removed"])
+    assert ids[:4] == [ids[0]] * 4 and ids[4] == ids[5] != ids[0]
+    assert removed[4] == [ids[0]] and removed[5] == []
+
+
+def test_a_cut_in_the_batch_submitted_while_the_one_before_still_embeds_gives_the_same_result(
+        checkpoint_dir, obama, biden_crops):
+    """The GPU overlap: batch B (a cut) is tracked before batch A is finished. The ids, removals and identities
+    come out as when each batch is finished before the next is tracked, and no ended track's identity stays."""
+    faces, crops = obama
+    settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
+    a = [(with_scene(faces, 0), crops, 0, i) for i in range(3)]
+    b = [(with_scene(faces, 1), biden_crops, 0, i) for i in range(3, 5)]
+    overlapped, sequential = EmbedTrack(settings), EmbedTrack(settings)
+    pending_a = overlapped.submit(a)
+    pending_b = overlapped.submit(b)  # tracked (the cut restarts the tracker) before A is collected
+    got = overlapped.collect(pending_a) + overlapped.collect(pending_b)
+    want = sequential.batch(a) + sequential.batch(b)
+    for g, w in zip(got, want):
+        assert np.array_equal(g.track_ids, w.track_ids) and g.removed == w.removed
+    assert got[3].removed == [int(got[0].track_ids[0])]
+    assert sorted(overlapped.identities[0].tracks) == [int(got[4].track_ids[0])]
+    assert overlapped.aliases[0] == sequential.aliases[0] and len(overlapped.aliases[0]) == 1

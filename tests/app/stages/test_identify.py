@@ -47,3 +47,58 @@ def test_without_store_unknown_nothing_is_written(tmp_path):
         assert identify(frame_with([7], [unit(3)])).names == ["unknown"]
     assert gallery.count() == 0
     identify.close()
+
+
+def test_an_unknown_face_carries_its_nearest_person_and_their_similarity(tmp_path):
+    """What a threshold tuner reads: below MATCH_THRESHOLD the name is unknown, but the similarity is the best
+    one found (not 0.0) and the nearest person is named; with an empty gallery there is neither."""
+    gallery = open_gallery(None, tmp_path, "faces")
+    identify = Identify(Settings.load(None, environ={"MATCH_THRESHOLD": "0.35"}), gallery=gallery)
+    ada, other = unit(1), unit(2)
+    out = identify(frame_with([5], [other]))
+    assert out.names == ["unknown"] and out.nearest == [""] and out.similarities[0] == 0.0
+    gallery.add("Ada", ada[None])
+    near = other - (other @ ada) * ada  # orthogonal to Ada, then tilted towards her: cosine 0.2
+    near = 0.2 * ada + np.sqrt(1 - 0.2**2) * near / np.linalg.norm(near)
+    out = identify(frame_with([6, 7], [near, ada]))
+    assert out.names == ["unknown", "Ada"] and out.nearest == ["Ada", ""]
+    assert abs(out.similarities[0] - 0.2) < 1e-3 and out.similarities[1] > 0.99
+    identify.close()
+
+
+def test_a_removed_track_loses_its_name():
+    """embed+track reports the ids a cut ended: a face shown under such an id again (no new answer) is unknown."""
+
+    class Gallery:
+        def search(self, embeddings, threshold):
+            from app.gallery.base import Match
+
+            return [Match("ada", "Ada", 0.9)] * len(embeddings)
+
+        def close(self):
+            pass
+
+    identify = Identify(Settings.load(None, environ={}), gallery=Gallery())
+    assert identify(frame_with([3], [unit(1)])).names == ["Ada"]
+    steady = frame_with([3], [unit(1)])
+    steady.query = np.zeros(0, np.int64)  # not due: the name comes from the vote
+    assert identify(steady).names == ["Ada"]
+    assert identify(steady, removed=[3]).names == ["unknown"]
+
+
+def test_the_identify_stage_hands_on_names_without_the_embeddings(tmp_path):
+    """After a scene cut every face is queried at once: the record to the display must stay the size of names and
+    boxes (64 faces' embeddings would overflow its queue slot)."""
+    from app.runtime.shm import Record
+    from app.runtime.stages import IdentifyStage
+
+    stage = IdentifyStage(Settings.load(None, environ={}))
+    gallery = open_gallery(None, tmp_path, "faces")
+    gallery.add("Ada", unit(1)[None])
+    stage.identify = Identify(stage.settings, gallery=gallery)
+    faces = frame_with(list(range(64)), [unit(1)] * 64)
+    faces.scene = 3
+    out = stage.process(Record(seq=5, stream=0, index=5, arrays=faces.arrays()), ctx=None)
+    assert "embeddings" not in out.arrays and "query" not in out.arrays
+    assert out.meta["names"] == ["Ada"] * 64 and out.arrays["scene"].tolist() == [3]
+    stage.teardown()

@@ -258,3 +258,23 @@ def test_update_for_twenty_faces_is_fast():
         t.update(boxes, rng.uniform(0.3, 0.99, 20)[keep])
         times.append(time.perf_counter() - start)
     assert np.median(times) < 0.003  # about 0.35 ms on a laptop core; per-pair Python loops cost several ms
+
+
+# -- continuity: how well a box continues its track ------------------------------------------------------
+
+def test_continuity_is_high_for_a_steady_face_low_for_a_jump_and_zero_for_new_or_refound_tracks():
+    from app.stages.embed_track import JUMP_IOU
+
+    t = ByteTracker()
+    first = t.update(np.array([box(200, 200)]), np.array([0.95]))
+    assert first.continuity.tolist() == [0.0]  # new
+    for _ in range(5):
+        steady = t.update(np.array([box(200, 200)]), np.array([0.95]))
+    assert steady.continuity[0] > 0.95
+    jumped = t.update(np.array([box(225, 200)]), np.array([0.95]))  # moved 25 px of its 60
+    assert ids_by_det(jumped) == ids_by_det(steady)  # still matched (IoU about 0.41)
+    assert jumped.continuity[0] < JUMP_IOU
+    for _ in range(3):
+        t.update(*NONE)  # lost
+    refound = t.update(np.array([box(225, 200)]), np.array([0.95]))
+    assert ids_by_det(refound) == ids_by_det(steady) and refound.continuity.tolist() == [0.0]

@@ -131,3 +131,13 @@ def test_forget_and_record_for_a_track_not_seen_by_update():
         ids.embedding(4)
     assert ids.update([4], a[None]) == [4]  # then seen: new, so due; the answer is kept
     assert ids.label(4).name == "Ada"
+
+
+def test_an_unknown_label_carries_the_latest_unknown_answers_nearest_person():
+    ids = TrackIdentities(min_score=0.4)
+    ids.record(5, None, "Ada", 0.21)  # below the match threshold: unknown, Ada nearest
+    assert ids.label(5) == Label(None, None, 0.21, 1, "Ada")
+    ids.record(5, "bob", "Bob", 0.38)  # a match below min_score counts as unknown, Bob now the nearest
+    assert ids.label(5) == Label(None, None, 0.38, 2, "Bob")
+    ids.record(6, None, None, 0.0)  # an empty gallery: nobody near
+    assert ids.label(6) == Label(None, None, 0.0, 1, None)
