@@ -31,7 +31,8 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("people", help="list, rename, remove or re-embed enrolled people; the enrolment spool")
     p.set_defaults(func=cmd_list)
-    acts = p.add_subparsers(dest="action", metavar="{list,rename,remove,reembed,spool}")
+    acts = p.add_subparsers(dest="action", metavar="{list,rename,remove,reembed,spool}",
+                            help="what to do with the people (default: list)")
     acts.add_parser("list", help="everyone enrolled (the default)").set_defaults(func=cmd_list)
     for name, what in (("rename", "give a person a new display name"), ("remove", "delete a person")):
         a = acts.add_parser(name, help=what)
