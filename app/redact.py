@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
 _secrets: set[str] = set()
@@ -32,12 +33,28 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not the one it was made with: a caller that
+    swaps stderr (pytest's capture, a redirect) never leaves logging writing to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property always reads sys.stderr
+        pass
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Log lines to stderr through the redacting filter (called once per process)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(processName)s: %(message)s", "%H:%M:%S"))
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)

@@ -87,7 +87,8 @@ class Settings:
     drift_threshold: float = _key("DRIFT_THRESHOLD", "cosine distance of a track's embedding from its last "
                                   "query that triggers a new gallery query", lo=0.0, hi=2.0, default=0.15)
     identity_break: float = _key("IDENTITY_BREAK", "a track whose face is less similar than this to its own "
-                                 "running embedding (a scene cut) becomes a new track", lo=-1.0, hi=1.0, default=0.3)
+                                 "running embedding (another person in its box) becomes a new track",
+                                 lo=-1.0, hi=1.0, default=0.3)
     refresh_frames: int = _key("REFRESH_FRAMES", "frames between slow re-checks of a track", lo=1, default=30)
     store_unknown: bool = _key("STORE_UNKNOWN", "store embeddings of unknown tracks for later naming",
                                default=False)

@@ -154,12 +154,13 @@ class Renderer:
 
 def render_panel(lines: list[str], warn: bool, scale: float, height: int, width: int) -> np.ndarray:
     """The text layer of a panel: light text on black, at most the frame's size."""
-    sizes = [cv2.getTextSize(t, FONT, scale, 1)[0] for t in lines]
+    sizes = [cv2.getTextSize(t, FONT, scale, 2 if warn and i == 0 else 1)[0] for i, t in enumerate(lines)]
     line_h = max(sz[1] for sz in sizes) + 6
     w = min(max(sz[0] for sz in sizes) + 12, width)
     hgt = min(line_h * len(lines) + 8, height)
     text = np.zeros((hgt, w, 3), np.uint8)
     for i, line in enumerate(lines):
-        colour = (80, 80, 255) if warn and i == 0 else (255, 255, 255)
-        cv2.putText(text, line, (6, (i + 1) * line_h), FONT, scale, colour, 1, cv2.LINE_AA)
+        alarm = warn and i == 0  # a source or gallery outage: bold red, to be seen even in the compact panel
+        colour = (80, 80, 255) if alarm else (255, 255, 255)
+        cv2.putText(text, line, (6, (i + 1) * line_h), FONT, scale, colour, 2 if alarm else 1, cv2.LINE_AA)
     return text

@@ -385,7 +385,7 @@ class DisplayStage(_Wrapper):
                           *ctx.all_metrics.overlay_lines(stats),
                           f"capture->display latency p50 {p50:.0f} ms  p99 {p99:.0f} ms"]
             compact = compact_lines(stats, p50, p99)
-            self.compact = [f"source {source}", compact[0]] if self.warn else compact
+            self.compact = [source, compact[0]] if self.warn else compact
         return Overlay(list(self.lines), warn=self.warn, compact=list(self.compact))
 
     def show(self, rec: Record, ctx: StageContext) -> None:

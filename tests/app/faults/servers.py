@@ -417,9 +417,11 @@ def grab_jpeg(url: str, timeout: float = 5.0, skip: int = 0):
 
 
 def red_pixels(frame) -> int:
-    """Pixels of the overlay's red warning text (BGR ≈ 80, 80, 255) in the bottom-left panel. The panel darkens
-    what is under it (red face boxes included) to 35 %, so only its text can be that bright there."""
+    """Pixels of the overlay's red warning text (BGR ≈ 80, 80, 255) in the bottom-left corner: red far above green
+    and blue and bright. The compact panel darkens only its own two lines, so skin and red boxes of the video beside
+    it are in this corner too: the bounds are set where they stay out (on the clip, red at most ~60 above the
+    others)."""
     h, w = frame.shape[:2]
     panel = frame[h - 130:, : w * 2 // 5].astype(int)
     red = panel[..., 2] - np.maximum(panel[..., 1], panel[..., 0])  # white text and grey video: about 0
-    return int(((red > 40) & (panel[..., 2] > 110)).sum())
+    return int(((red > 70) & (panel[..., 2] > 130)).sum())
