@@ -2,7 +2,6 @@
 
 import logging
 import shutil
-import socket
 
 import numpy as np
 import pytest
@@ -232,13 +231,6 @@ def test_a_gallery_of_another_model_is_refused_until_reembedded(env, people_dir,
     with open_gallery(None, gallery, "faces") as g:
         assert g.stored_embedder().model == "w600k_mbf" and g.count() == 5
 
-
-@pytest.fixture
-def closed_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.slow

@@ -1,20 +1,10 @@
 """Start-up checks of `facestream run` about the gallery server: one line and a non-zero exit, never a blind run."""
 
-import socket
 import time
 
 import pytest
 
 from app.cli import main
-
-
-@pytest.fixture
-def closed_url() -> str:
-    """A URL nothing listens on: connection refused, at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.slow

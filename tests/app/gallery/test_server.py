@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import numpy as np
 import pytest
@@ -16,14 +15,6 @@ from tests.app.gallery import near, unit
 
 SECRET = "sk-test-0123456789"
 
-
-@pytest.fixture
-def closed_url() -> str:
-    """A URL nothing listens on: connection refused, at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def test_accepts_a_client_built_elsewhere_and_leaves_it_usable():
