@@ -97,9 +97,12 @@ class Outbox:
     def count(self, sink: str | None = None) -> int:
         """Events still owed (to ``sink``, or to any sink)."""
         with self._lock:
-            if sink is None:
-                return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-            return int(self._db.execute("SELECT COUNT(*) FROM pending WHERE sink = ?", (sink,)).fetchone()[0])
+            try:
+                if sink is None:
+                    return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+                return int(self._db.execute("SELECT COUNT(*) FROM pending WHERE sink = ?", (sink,)).fetchone()[0])
+            except sqlite3.OperationalError:  # read-only open of a queue whose publisher has not made its tables yet
+                return 0
 
     def announced(self, key: str) -> dict | None:
         """The summary of the accepted event with this dedup key, or None (for a restarted deriver)."""

@@ -91,3 +91,16 @@ def test_an_unusable_folder_is_one_clear_line(tmp_path):
     with pytest.raises(FacestreamError) as info:
         Outbox(blocker / "events", ["webhook"])
     assert "set EVENTS_DIR to a writable folder" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_reader_that_opens_the_queue_before_its_tables_exist_counts_nothing_owed(tmp_path):
+    """The publisher's first connect creates the file a moment before its tables: a reader in between (a deriver,
+    a status check) sees an empty queue, not an error."""
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "outbox.sqlite3").close()  # the file, no tables yet
+    box = Outbox(tmp_path, readonly=True)
+    try:
+        assert box.count("webhook") == 0 and box.count() == 0
+    finally:
+        box.close()
