@@ -36,6 +36,7 @@ def manifest() -> dict[str, dict]:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 (hex) of a file's bytes, read in chunks: the one copy (model files, engines, enrolled photos)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import FacestreamError
+from engines.fetch import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +136,7 @@ def legacy_point_id(person_id: str, key: str) -> str:
 def file_digest(path: str | Path) -> str | None:
     """sha256 (hex) of a readable file's bytes, else None."""
     p = Path(path)
-    if not p.is_file():
-        return None
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(p) if p.is_file() else None
 
 
 def photo_key(path: str | Path) -> str | None:

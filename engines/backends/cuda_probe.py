@@ -1,7 +1,7 @@
 """Is there an NVIDIA GPU here at all? Asked of the CUDA driver itself, before any GPU package is imported.
 
-The TensorRT backend needs a GPU, TensorRT and a CUDA binding (pycuda or cuda-python). On a machine with no
-GPU, "pip install pycuda" would be the wrong advice: the answer is the CPU default. Only the driver library
+The TensorRT backend needs a GPU, TensorRT and cuda-python. On a machine with no
+GPU, "pip install cuda-python" would be the wrong advice: the answer is the CPU default. Only the driver library
 (``libcuda``, installed with the NVIDIA driver) knows, so it is asked through ctypes: no context is made
 (``cuInit`` and ``cuDeviceGetCount`` only), nothing is imported.
 """

@@ -25,11 +25,11 @@ log = logging.getLogger("facestream.engines")
 FALLBACK_ORDER = ("tensorrt", "pytorch", "onnxruntime")
 CPU_DEFAULT = "onnxruntime"
 #: name -> "module:function"; the factory is imported only when asked for, so a missing
-#: optional package (torch, tensorrt, pycuda) costs nothing until that backend is chosen.
+#: optional package (torch, tensorrt, cuda-python) costs nothing until that backend is chosen.
 _FACTORIES: dict[str, str] = {
     "onnxruntime": "engines.backends.onnxruntime_backend:create",
     "pytorch": "engines.backends.pytorch_backend:create",
-    "tensorrt": "engines.backends.tensorrt_backend:create",
+    "tensorrt": "engines.backends.tensorrt_factory:create",
 }
 
 

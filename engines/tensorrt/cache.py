@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.errors import EngineError, ModelFileError
+from engines.fetch import sha256_file
 from engines.tensorrt.builder import BuildEvent, Progress, ShapeProfile, build_engine, profile_for, write_atomic
 
 META_FORMAT = 1
@@ -55,14 +56,6 @@ def engine_name(model: str, precision: str, sm: str, flavour: str, version: str)
 
 def meta_path(engine_path: Path) -> Path:
     return Path(engine_path).with_suffix(".json")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def describe_sm(sm: str) -> str:

@@ -71,13 +71,13 @@ def test_strict_gpu_turns_no_gpu_into_an_error(fakes):
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(cuda_gpus() > 0, reason="a CUDA GPU is here")
-def test_tensorrt_here_without_a_gpu_runs_on_onnxruntime_and_never_asks_for_pycuda(checkpoint_dir: Path):
+def test_tensorrt_here_without_a_gpu_runs_on_onnxruntime_and_never_asks_for_cuda_python(checkpoint_dir: Path):
     warnings: list[str] = []
     made = registry.create_backend(get_info("w600k_mbf"), "tensorrt", checkpoint_dir, device="auto",
                                    precision="fp16", warn=warnings.append)
     try:
         assert made.describe() == "onnxruntime[cpu,fp32]"
-        assert len(warnings) == 1 and "no CUDA GPU" in warnings[0] and "pycuda" not in warnings[0]
+        assert len(warnings) == 1 and "no CUDA GPU" in warnings[0] and "cuda-python" not in warnings[0]
         assert made.run(np.zeros((1, 3, 112, 112), np.float32))[0].shape == (1, 512)
     finally:
         made.close()

@@ -36,8 +36,8 @@ class FakeCuda:
 @pytest.mark.timeout(60)
 def test_import_loads_no_tensorrt_and_no_cuda():
     code = (
-        "import sys, engines.backends.tensorrt_backend, engines.tensorrt;"
-        "heavy = [m for m in ('tensorrt', 'tensorrt_rtx_bindings', 'pycuda', 'cuda', 'torch') if m in sys.modules];"
+        "import sys, engines.backends.tensorrt_backend, engines.backends.tensorrt_factory, engines.tensorrt;"
+        "heavy = [m for m in ('tensorrt', 'tensorrt_rtx_bindings', 'cuda', 'torch') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -51,21 +51,24 @@ def _one_line(exc: BaseException) -> str:
 
 
 def test_no_cuda_package_is_a_clear_refusal(monkeypatch):
-    from engines.backends.tensorrt_backend import open_cuda
+    from engines.backends.cuda_runtime import open_cuda
 
-    for name in ("pycuda", "pycuda.driver", "cuda", "cuda.bindings", "cuda.bindings.driver"):
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(BackendUnavailable) as info:
         open_cuda(0)
-    assert "pycuda or cuda-python" in _one_line(info.value)
+    assert "needs cuda-python" in _one_line(info.value) and "pip install cuda-python" in str(info.value)
 
 
 def test_cpu_device_and_missing_tensorrt_are_refused(monkeypatch):
-    from engines.backends.tensorrt_backend import TensorRTBackend, _device_index
+    from engines.backends.tensorrt_backend import TensorRTBackend, cuda_index
+    from engines.device import BadDevice
 
     with pytest.raises(BackendUnavailable, match="GPU only"):
-        _device_index("cpu")
-    assert _device_index("auto") == 0 and _device_index("cuda:1") == 1
+        cuda_index("cpu")
+    with pytest.raises(BadDevice, match="auto, cpu, cuda or cuda:N"):
+        cuda_index("gpu0")
+    assert cuda_index("auto") == 0 and cuda_index("cuda:1") == 1 and cuda_index("cuda") == 0
     load_trt.cache_clear()
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setitem(sys.modules, "tensorrt_rtx_bindings", None)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from engines.errors import EngineError, ModelFileError
+from engines.fetch import sha256_file
 from engines.tensorrt.api import load_trt, trt_available
 from engines.tensorrt.builder import BuildEvent, build_engine, profile_for, untie_dynamic_dims
-from engines.tensorrt.cache import build_engines, sha256_file
+from engines.tensorrt.cache import build_engines
 from tests.engines.tensorrt.test_cache import tiny_model
 
 needs_trt = pytest.mark.skipif(not trt_available(), reason="no TensorRT / TensorRT-RTX installed")
