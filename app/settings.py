@@ -15,6 +15,7 @@ from typing import Any
 
 from app.errors import FacestreamError
 from app.redact import add_secret
+from engines.device import BadDevice, parse_device
 
 BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
 DISPLAY_MODES = ("window", "headless", "none")
@@ -179,8 +180,10 @@ class Settings:
         return settings
 
     def _check(self) -> None:
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise FacestreamError(f"DEVICE={self.device!r} is not valid: use auto, cpu or cuda[:N]")
+        try:
+            parse_device(self.device)
+        except BadDevice:
+            raise FacestreamError(f"DEVICE={self.device!r} is not valid: use auto, cpu or cuda[:N]") from None
 
     def decoder_threads(self) -> int:
         """FFmpeg threads for each source's decoder: DECODE_THREADS, or on auto an equal share of the cores, 2 to

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.backends.base import Backend
+from engines.device import parse_device
 from engines.errors import BackendUnavailable, ModelFileError
 
 
@@ -23,11 +24,10 @@ class OnnxRuntimeBackend(Backend):
         if not path.is_file():
             raise ModelFileError(f"model file {path} is missing: run `facestream models fetch`")
         providers = ["CPUExecutionProvider"]
-        want_cuda = device.startswith("cuda") or device == "auto"
-        if want_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
-            index = int(device.split(":")[1]) if ":" in device else 0
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
-        elif device.startswith("cuda"):
+        wanted = parse_device(device)
+        if not wanted.is_cpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": wanted.index}))
+        elif wanted.wants_cuda:
             raise BackendUnavailable("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -48,7 +48,7 @@ class OnnxRuntimeBackend(Backend):
             ) from exc
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.device = "cuda:0" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
+        self.device = f"cuda:{wanted.index}" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
         first_dim = self.session.get_inputs()[0].shape[0]
         self.max_batch = first_dim if isinstance(first_dim, int) and first_dim > 0 else None
         self.input_type = self.session.get_inputs()[0].type

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.backends.base import Backend
+from engines.device import parse_device
 from engines.errors import BackendUnavailable
 
 
@@ -24,12 +25,14 @@ def _torch():
 
 
 def resolve_device(device: str = "auto") -> str:
+    """"cpu" or "cuda:N" for ``device`` as PyTorch sees this machine ("auto": its first GPU, else the CPU)."""
     torch = _torch()
-    if device == "auto":
+    wanted = parse_device(device)
+    if wanted.kind == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if wanted.wants_cuda and not torch.cuda.is_available():
         raise BackendUnavailable("PyTorch sees no CUDA device")
-    return device
+    return str(wanted)
 
 
 class PyTorchBackend(Backend):
