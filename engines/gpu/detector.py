@@ -9,12 +9,12 @@ threshold, greedy NMS in fixed shapes and the mapping back to original pixels; t
 or suppression chains longer than the graph's NMS steps) are redone eagerly with torchvision's NMS
 (else a vectorised torch one) — same answer, slower. Results follow the numpy
 adapter ``engines.detectors.retinaface.RetinaFace``: same letterbox, priors, thresholds and order.
+The NMS variants live in ``engines.gpu.nms``, the pinned and registered host memory in
+``engines.gpu.host_memory``; this module is the model.
 """
 
 from __future__ import annotations
 
-import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ from engines.align import CROP_SIZE
 from engines.detectors.base import PRE_NMS_TOPK, _parse_size, round_up
 from engines.detectors.retinaface import MEAN_BGR, VARIANCES, prior_boxes
 from engines.gpu.align import warp_faces
+from engines.gpu.host_memory import HostMemory
+from engines.gpu.nms import batched_nms_torch, graph_nms, torchvision_batched_nms
 from engines.gpu.optimize import GraphedCallable, prepare_module
 from engines.letterbox import LetterboxInfo, letterbox_info
 from engines.types import Detections
@@ -34,70 +36,6 @@ from engines.types import Detections
 GRAPH_TOPK = 1024
 #: fixed-point steps of the in-graph NMS; a frame whose suppression chains are longer is redone eagerly
 GRAPH_NMS_STEPS = 8
-#: host copies larger than this are split over threads (one thread copies ~7 GB/s; a 1080p frame is 6 MB)
-PARALLEL_COPY_BYTES = 1 << 20
-_COPY_POOL: ThreadPoolExecutor | None = None
-
-
-def parallel_copy(dst: np.ndarray, src: np.ndarray, workers: int = 4) -> None:
-    """``dst[...] = src`` split into row blocks over a few threads (numpy releases the GIL while copying)."""
-    global _COPY_POOL
-    if src.nbytes < PARALLEL_COPY_BYTES:
-        np.copyto(dst, src)
-        return
-    if _COPY_POOL is None:
-        _COPY_POOL = ThreadPoolExecutor(workers, thread_name_prefix="frame-copy")
-    d, s = dst.reshape(-1, *dst.shape[2:]), src.reshape(-1, *src.shape[2:])  # frames x rows as one axis
-    step = -(-len(d) // workers)
-    list(_COPY_POOL.map(lambda i: np.copyto(d[i:i + step], s[i:i + step]), range(0, len(d), step)))
-
-
-def _torchvision_nms():
-    try:
-        from torchvision.ops import batched_nms
-    except Exception:  # not installed, or built for another torch
-        return None
-    return batched_nms
-
-
-def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS on the device without a per-box Python loop; same rule as ``engines.nms.nms``
-    (suppress when IoU > threshold with a kept, higher-scoring box; equal scores keep input order).
-
-    Greedy NMS is the unique solution of ``keep[j] = not any(keep[i] and S[i, j] for i before j)``
-    with ``S`` the upper-triangular overlap matrix; iterating that equation from all-kept fixes at
-    least one more leading box per step and usually converges in 2-4 steps.
-    """
-    n = len(boxes)
-    if n == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    b = boxes[order].float()
-    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area[:, None] + area[None, :] - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-    over = torch.triu(iou > iou_threshold, diagonal=1).to(torch.float32)
-    keep = torch.ones(n, dtype=torch.float32, device=b.device)
-    for _ in range(n):
-        new = ((keep @ over) == 0).to(torch.float32)
-        if torch.equal(new, keep):
-            break
-        keep = new
-    return order[keep.bool()]
-
-
-def batched_nms_torch(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                      iou_threshold: float) -> torch.Tensor:
-    """NMS within each group at once: boxes of different groups are shifted apart so they never overlap.
-    Returns kept indices, highest score first."""
-    if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    span = boxes.max() - boxes.min() + 1
-    return nms_torch(boxes + (groups.to(boxes.dtype) * span)[:, None], scores, iou_threshold)
 
 
 class GpuRetinaFace:
@@ -135,9 +73,8 @@ class GpuRetinaFace:
         self._mean = torch.tensor(MEAN_BGR, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
         self._graphs = GraphedCallable(self._forward, enabled=cuda_graphs and on_cuda)
         self._plans: dict[tuple[int, int, int], dict] = {}
-        self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
-        self._registered: list[tuple[int, int]] = []  # [start, end) of host memory page-locked for us
-        self._batched_nms = _torchvision_nms()
+        self.host_memory = HostMemory(self.device)
+        self._batched_nms = torchvision_batched_nms()
 
     @classmethod
     def from_checkpoint(cls, pth_path: str | Path, **kwargs) -> GpuRetinaFace:
@@ -195,30 +132,11 @@ class GpuRetinaFace:
         top, idx = scores.topk(plan["k"], dim=1)
         boxes, points = self._decode(loc, landms, idx, plan)
         valid = top >= self.score_threshold
-        keep, converged = self._graph_nms(boxes, valid)
+        keep, converged = graph_nms(boxes, valid, self.nms_threshold, GRAPH_NMS_STEPS)
         packed = torch.cat([self._to_original(boxes, points, plan), top[..., None], keep[..., None]], dim=-1)
         # fallback needed: NMS did not settle, or the K-th candidate still passes (more may lie beyond K)
         redo = ~converged | (valid[:, -1] & (plan["k"] < min(PRE_NMS_TOPK, scores.shape[1])))
         return packed, redo, scores, loc, landms
-
-    def _graph_nms(self, boxes: torch.Tensor, valid: torch.Tensor):
-        """Greedy NMS for (B, K) score-sorted candidates with fixed shapes (capturable): the fixed-point
-        iteration of ``nms_torch`` for a set number of steps, plus whether it converged (then exact)."""
-        area = (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
-        lt = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
-        rb = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
-        wh = (rb - lt).clamp(min=0)
-        inter = wh[..., 0] * wh[..., 1]
-        union = area[:, :, None] + area[:, None, :] - inter
-        over = (inter > self.nms_threshold * union) & (union > 0)  # IoU > t without a division
-        over = torch.triu(over & valid[:, :, None], diagonal=1).float()
-        vf = valid.float()
-        keep = vf
-        prev = keep
-        for _ in range(GRAPH_NMS_STEPS):
-            prev = keep
-            keep = vf * (torch.bmm(keep[:, None, :], over)[:, 0] == 0).float()
-        return keep, (keep == prev).all(dim=1)
 
     @staticmethod
     def _to_original(boxes: torch.Tensor, points: torch.Tensor, plan: dict) -> torch.Tensor:
@@ -249,38 +167,18 @@ class GpuRetinaFace:
     def host_buffer(self, batch: int, height: int, width: int) -> np.ndarray:
         """A pinned (page-locked) uint8 (batch, height, width, 3) array: decode frames straight into it
         and ``detect_batch`` uploads it without the extra host copy."""
-        key = (batch, height, width, 3)
-        buf = self._pinned.get(key)
-        if buf is None:
-            buf = torch.empty(key, dtype=torch.uint8, pin_memory=self.device.type == "cuda")
-            self._pinned[key] = buf
-        return buf.numpy()
+        return self.host_memory.buffer((batch, height, width, 3)).numpy()
 
     def register_host_memory(self, memory: np.ndarray) -> bool:
         """Page-lock ``memory`` (a whole shared-memory frame ring) in CUDA, so frames that live in it are
         uploaded by DMA straight from it: no copy into a pinned staging buffer first (0.5–1 ms of CPU per
         1080p frame). False, and nothing changes, where CUDA refuses (then frames go through the staging
         buffer as before)."""
-        if self.device.type != "cuda" or memory.nbytes == 0:
-            return False
-        start = memory.ctypes.data
-        try:
-            torch.cuda.check_error(torch.cuda.cudart().cudaHostRegister(start, memory.nbytes, 0))
-        except Exception:  # noqa: BLE001 - e.g. a locked-memory limit: the staging path still works
-            return False
-        self._registered.append((start, start + memory.nbytes))
-        return True
+        return self.host_memory.register(memory)
 
     def unregister_host_memory(self) -> None:
         """Undo ``register_host_memory`` (before the memory is unmapped)."""
-        for start, _ in self._registered:
-            with contextlib.suppress(Exception):  # best effort at teardown
-                torch.cuda.cudart().cudaHostUnregister(start)
-        self._registered.clear()
-
-    def _registered_frame(self, frame: np.ndarray) -> bool:
-        start = frame.ctypes.data
-        return frame.flags.c_contiguous and any(a <= start and start + frame.nbytes <= b for a, b in self._registered)
+        self.host_memory.unregister()
 
     def detect(self, frame: np.ndarray) -> Detections:
         return self.detect_batch([frame])[0]
@@ -312,7 +210,7 @@ class GpuRetinaFace:
         crops: list[np.ndarray | None] = [None] * len(frames)
         for idx in groups.values():
             h, w = frames[idx[0]].shape[:2]
-            if self._graphs.enabled and all(self._registered_frame(frames[i]) for i in idx):
+            if self._graphs.enabled and all(self.host_memory.is_registered(frames[i]) for i in idx):
                 static = self._static_input(len(idx), h, w)
                 for j, i in enumerate(idx):  # DMA from the ring slot into the graph's input: no host copy
                     static[j].copy_(torch.from_numpy(frames[i]), non_blocking=True)
@@ -333,10 +231,7 @@ class GpuRetinaFace:
         if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"detector expects uint8 BGR frames (B, H, W, 3), got {frames.dtype} {frames.shape}")
         b, h, w, _ = frames.shape
-        pinned = self._pinned.get(frames.shape)
-        if pinned is None or pinned.data_ptr() != frames.ctypes.data:
-            parallel_copy(self.host_buffer(b, h, w), frames)
-            pinned = self._pinned[frames.shape]
+        pinned = self.host_memory.staged(frames)
         if not self._graphs.enabled:
             on_device = pinned.to(self.device)
             return self.detect_tensor(on_device), on_device
@@ -421,7 +316,6 @@ class GpuRetinaFace:
         ]
 
     def close(self) -> None:
-        self.unregister_host_memory()
+        self.host_memory.clear()
         self._graphs.reset()
         self._plans.clear()
-        self._pinned.clear()

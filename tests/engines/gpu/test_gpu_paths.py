@@ -15,8 +15,9 @@ cv2 = pytest.importorskip("cv2")
 from engines.align import align_faces  # noqa: E402
 from engines.backends.pytorch_backend import PyTorchBackend  # noqa: E402
 from engines.detectors.retinaface import RetinaFace  # noqa: E402
-from engines.gpu.detector import GpuRetinaFace, batched_nms_torch, nms_torch  # noqa: E402
+from engines.gpu.detector import GpuRetinaFace  # noqa: E402
 from engines.gpu.embedder import GpuArcFace, bucket_for  # noqa: E402
+from engines.gpu.nms import batched_nms_torch, nms_torch  # noqa: E402
 from engines.nms import iou_matrix, nms  # noqa: E402
 from engines.recognizers.arcface import ArcFace  # noqa: E402
 
@@ -157,7 +158,7 @@ def test_frames_in_a_page_locked_ring_upload_directly_and_give_the_same_faces(re
         ring.write(frame, seq=0, ts=0.0)
         ring.write(frame[:, ::-1], seq=1, ts=0.0)
         views = [ring.view(0), ring.view(1)]
-        assert all(detector._registered_frame(v) for v in views)
+        assert all(detector.host_memory.is_registered(v) for v in views)
         got = detector.detect_batch(views)
         assert ring.still_valid(0) and ring.still_valid(1)
         del views
