@@ -75,11 +75,10 @@ def _fast_adapter(info: ModelInfo, made, checkpoint_dir, adapter_kwargs: dict, c
     fast_cls = getattr(importlib.import_module(module), cls)
     kwargs = {k: v for k, v in adapter_kwargs.items() if k in _FAST_DETECTOR_ARGS} if info.task == "detector" else {}
     fast = fast_cls(load_module(info, checkpoint_dir), device=made.device, precision=made.precision,
-                    compile_mode=compile_mode, **kwargs)
+                    compile_mode=compile_mode, backend=made, **kwargs)
     made.close()
     made.module = None
     made.name = "pytorch-fast"
-    fast.backend = made
     return fast
 
 

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from engines.backends.base import Backend
+from engines.capabilities import Capabilities
 from engines.letterbox import LetterboxInfo, boxes_to_original, letterbox, points_to_original
 from engines.nms import nms
 from engines.types import Detections
@@ -44,6 +45,7 @@ class FaceDetectorAdapter(ABC):
 
     #: per-channel value the padded area gets, in the image's own (BGR uint8) space
     pad_value: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    capabilities = Capabilities(splits_preprocess=True)
 
     def __init__(
         self,
@@ -106,6 +108,9 @@ class FaceDetectorAdapter(ABC):
 
     def detect(self, image: np.ndarray) -> Detections:
         return self.detect_batch([image])[0]
+
+    def close(self) -> None:
+        self.backend.close()
 
     # -- postprocessing ------------------------------------------------------------------------
     @abstractmethod

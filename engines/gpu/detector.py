@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.align import CROP_SIZE
+from engines.backends.base import Backend
+from engines.capabilities import Capabilities
 from engines.detectors.base import PRE_NMS_TOPK, _parse_size, round_up
 from engines.detectors.retinaface import MEAN_BGR, VARIANCES, prior_boxes
 from engines.gpu.align import warp_faces
@@ -44,6 +46,8 @@ class GpuRetinaFace:
     mean in ``FaceDetectorAdapter`` (``input_size`` None: each frame at its own size rounded up to 32).
     """
 
+    capabilities = Capabilities(aligns_on_device=True, registers_host_memory=True)
+
     def __init__(
         self,
         net: nn.Module,
@@ -56,8 +60,11 @@ class GpuRetinaFace:
         compile_mode: str | None = None,
         cuda_graphs: bool = True,
         channels_last: bool | None = None,
+        backend: Backend | None = None,
     ) -> None:
+        """``backend``: the plain PyTorch backend this adapter replaced, kept to describe what runs."""
         self.device = torch.device(device)
+        self.backend = backend
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.align import CROP_SIZE
+from engines.backends.base import Backend
+from engines.capabilities import Capabilities
 from engines.gpu.align import warp_frame
 from engines.gpu.optimize import GraphedCallable, prepare_module
 from engines.recognizers.arcface import INPUT_MEAN, INPUT_STD
@@ -45,6 +47,8 @@ class GpuArcFace:
     """
 
     embedding_size = 512
+    #: per instance: the buckets are a constructor argument
+    capabilities = Capabilities(embeds_async=True, batch_buckets=DEFAULT_BUCKETS)
 
     def __init__(
         self,
@@ -56,7 +60,9 @@ class GpuArcFace:
         cuda_graphs: bool = True,
         channels_last: bool | None = None,
         densify_groups: int = 4,
+        backend: Backend | None = None,
     ) -> None:
+        """``backend``: the plain PyTorch backend this adapter replaced, kept to describe what runs."""
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
         if not buckets or any(b < 1 for b in buckets):
@@ -64,6 +70,8 @@ class GpuArcFace:
         self.device = torch.device(device)
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        self.capabilities = Capabilities(embeds_async=True, batch_buckets=self.buckets)
+        self.backend = backend
         on_cuda = self.device.type == "cuda"
         self.channels_last = on_cuda if channels_last is None else channels_last
         self.net = prepare_module(module, self.device, self.dtype, channels_last=self.channels_last,

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from engines.backends.base import Backend
+from engines.capabilities import Capabilities
 
 INPUT_MEAN = 127.5
 INPUT_STD = 127.5
@@ -20,6 +21,7 @@ class ArcFace:
     """Embeds aligned face crops (see ``engines.align``) with an ArcFace model on ``backend``."""
 
     embedding_size = 512
+    capabilities = Capabilities()
 
     def __init__(self, backend: Backend, batch_size: int = 32) -> None:
         if batch_size < 1:
