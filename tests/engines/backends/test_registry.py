@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from engines.backends import registry
-from engines.backends.cuda_probe import cuda_gpus
 from engines.errors import BackendUnavailable, EngineError, NoCudaGpu
 from engines.model_zoo import get_info
+from tests import needs
 
 
 class Made:
@@ -70,7 +70,7 @@ def test_strict_gpu_turns_no_gpu_into_an_error(fakes):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(cuda_gpus() > 0, reason="a CUDA GPU is here")
+@needs.no_cuda_gpu
 def test_tensorrt_here_without_a_gpu_runs_on_onnxruntime_and_never_asks_for_cuda_python(checkpoint_dir: Path):
     warnings: list[str] = []
     made = registry.create_backend(get_info("w600k_mbf"), "tensorrt", checkpoint_dir, device="auto",

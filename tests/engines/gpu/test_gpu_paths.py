@@ -20,9 +20,10 @@ from engines.gpu.embedder import GpuArcFace, bucket_for  # noqa: E402
 from engines.gpu.nms import batched_nms_torch, nms_torch  # noqa: E402
 from engines.nms import iou_matrix, nms  # noqa: E402
 from engines.recognizers.arcface import ArcFace  # noqa: E402
+from tests import needs  # noqa: E402
 
-HAS_CUDA = torch.cuda.is_available()
-cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+HAS_CUDA = needs.torch_cuda()
+cuda = needs.cuda
 #: (device, precision): the CPU run checks the logic exactly, the CUDA run the FP16 fast path
 MODES = [("cpu", "fp32"), pytest.param("cuda", "fp16", marks=cuda), pytest.param("cuda", "fp32", marks=cuda)]
 #: FP16 moves scores by ~1e-3: a face this close to the threshold may legitimately appear on one side only

@@ -13,8 +13,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from engines.gpu.optimize import FastModule, GraphedCallable, count_macs, fold_batchnorm  # noqa: E402
+from tests import needs  # noqa: E402
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda = needs.cuda
 
 
 def _outputs(module, x):

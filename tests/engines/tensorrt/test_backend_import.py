@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from engines.errors import BackendUnavailable
-from engines.tensorrt.api import TrtApi, load_trt, rtx_can_run, trt_available
+from engines.tensorrt.api import TrtApi, load_trt, rtx_can_run
+from tests import needs
 
 REPO = Path(__file__).resolve().parents[3]
-needs_trt = pytest.mark.skipif(not trt_available(), reason="no TensorRT / TensorRT-RTX installed")
 
 
 class FakeCuda:
@@ -95,7 +95,7 @@ def test_rtx_refuses_hopper_before_touching_the_engine(tmp_path: Path):
     assert cuda.closed == 1  # the context it was handed is released on refusal
 
 
-@needs_trt
+@needs.tensorrt
 def test_engine_with_missing_or_wrong_json_is_refused_before_deserialising(tmp_path: Path):
     from engines.backends.tensorrt_backend import TensorRTBackend
     from engines.tensorrt.builder import profile_for
@@ -124,7 +124,8 @@ def test_engine_with_missing_or_wrong_json_is_refused_before_deserialising(tmp_p
     assert "JSON is missing" in _one_line(info.value) and cuda.closed == 1
 
 
-@needs_trt
+@needs.tensorrt
+@pytest.mark.skipif(needs.tensorrt_gpu_why_not() is None, reason="an engine can execute here: TensorRT will not refuse")
 def test_a_good_engine_gets_as_far_as_the_tensorrt_runtime(tmp_path: Path):
     """With a valid engine and JSON, the refusal comes from TensorRT itself (no GPU driver here)."""
     from engines.backends.tensorrt_backend import TensorRTBackend

@@ -10,19 +10,18 @@ import pytest
 
 from engines.errors import EngineError, ModelFileError
 from engines.fetch import sha256_file
-from engines.tensorrt.api import load_trt, trt_available
+from engines.tensorrt.api import load_trt
 from engines.tensorrt.builder import BuildEvent, build_engine, profile_for, untie_dynamic_dims
 from engines.tensorrt.cache import build_engines
+from tests import needs
 from tests.engines.tensorrt.test_cache import tiny_model
-
-needs_trt = pytest.mark.skipif(not trt_available(), reason="no TensorRT / TensorRT-RTX installed")
 
 
 class Cancelled(Exception):
     pass
 
 
-@needs_trt
+@needs.tensorrt
 @pytest.mark.timeout(300)
 def test_builds_shipped_detector_and_embedder_fp32_and_fp16(checkpoint_dir: Path, tmp_path: Path):
     events: list[BuildEvent] = []
@@ -59,7 +58,7 @@ def test_builds_shipped_detector_and_embedder_fp32_and_fp16(checkpoint_dir: Path
     assert total < 240  # bounded for CI (about 4 s on 2 cores when measured)
 
 
-@needs_trt
+@needs.tensorrt
 def test_detector_profile_follows_det_size(checkpoint_dir: Path):
     profile = profile_for(checkpoint_dir / "retinaface_mnet025.onnx", "detector", max_batch=2, det_size=(640, 480))
     assert profile.shapes == (("input", (1, 3, 480, 640), (1, 3, 480, 640), (2, 3, 480, 640)),)
@@ -71,7 +70,7 @@ def test_detector_profile_follows_det_size(checkpoint_dir: Path):
         profile_for(checkpoint_dir / "w600k_mbf.onnx", "embedder", max_batch=0)
 
 
-@needs_trt
+@needs.tensorrt
 @pytest.mark.timeout(120)
 def test_scrfd_with_one_name_for_every_dynamic_axis_builds(checkpoint_dir: Path, tmp_path: Path):
     import onnx
@@ -88,7 +87,7 @@ def test_scrfd_with_one_name_for_every_dynamic_axis_builds(checkpoint_dir: Path,
     assert len(result.outputs) == 9
 
 
-@needs_trt
+@needs.tensorrt
 def test_build_for_one_target_and_refuse_an_unknown_one(tmp_path: Path):
     onnx_path = tiny_model(tmp_path / "tiny.onnx")
     profile = profile_for(onnx_path, "embedder", max_batch=2)
@@ -102,7 +101,7 @@ def test_build_for_one_target_and_refuse_an_unknown_one(tmp_path: Path):
     assert not (tmp_path / "sm90.engine").exists()
 
 
-@needs_trt
+@needs.tensorrt
 def test_a_failed_or_cancelled_build_leaves_no_engine(tmp_path: Path):
     onnx_path = tiny_model(tmp_path / "tiny.onnx")
     profile = profile_for(onnx_path, "embedder", max_batch=4)

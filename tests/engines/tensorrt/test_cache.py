@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 from engines.errors import EngineError
-from engines.tensorrt.api import trt_available
 from engines.tensorrt.builder import profile_for
 from engines.tensorrt.cache import engine_name, ensure_engine, load_engine_bytes, meta_path, normalise_sm
-
-needs_trt = pytest.mark.skipif(not trt_available(), reason="no TensorRT / TensorRT-RTX installed")
+from tests import needs
 
 
 def tiny_model(path: Path, seed: int = 0, channels: int = 4) -> Path:
@@ -49,7 +47,7 @@ def test_engine_name_and_sm_spelling():
         normalise_sm("ampere")
 
 
-@needs_trt
+@needs.tensorrt
 def test_builds_once_then_reuses(tiny: Path, tmp_path: Path):
     profile = profile_for(tiny, "embedder", max_batch=8)
     events = []
@@ -72,7 +70,7 @@ def test_builds_once_then_reuses(tiny: Path, tmp_path: Path):
     assert leftovers == []
 
 
-@needs_trt
+@needs.tensorrt
 def test_rebuilds_when_onnx_bytes_change(tiny: Path, tmp_path: Path):
     profile = profile_for(tiny, "embedder", max_batch=4)
     first = ensure_engine(tiny, "tiny", "fp32", None, profile, tmp_path)
@@ -84,7 +82,7 @@ def test_rebuilds_when_onnx_bytes_change(tiny: Path, tmp_path: Path):
         load_engine_bytes(second.path, {"onnx_sha256": first.onnx_sha256})
 
 
-@needs_trt
+@needs.tensorrt
 def test_version_and_sm_are_part_of_the_name_and_checked(tiny: Path, tmp_path: Path):
     profile = profile_for(tiny, "embedder", max_batch=4)
     a = ensure_engine(tiny, "tiny", "fp32", "86", profile, tmp_path, version="1.0.0")
@@ -106,7 +104,7 @@ def test_version_and_sm_are_part_of_the_name_and_checked(tiny: Path, tmp_path: P
     assert "GPU architecture changed" in rebuilt.reason
 
 
-@needs_trt
+@needs.tensorrt
 def test_profile_change_rebuilds_in_place(tiny: Path, tmp_path: Path):
     small = profile_for(tiny, "embedder", max_batch=4)
     large = profile_for(tiny, "embedder", max_batch=16)
@@ -116,7 +114,7 @@ def test_profile_change_rebuilds_in_place(tiny: Path, tmp_path: Path):
     assert second.profile.max_batch == 16
 
 
-@needs_trt
+@needs.tensorrt
 def test_engine_without_or_with_wrong_json_is_never_loaded(tiny: Path, tmp_path: Path):
     profile = profile_for(tiny, "embedder", max_batch=4)
     record = ensure_engine(tiny, "tiny", "fp32", None, profile, tmp_path)

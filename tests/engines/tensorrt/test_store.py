@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from engines.errors import EngineError
-from engines.tensorrt.api import trt_available
 from engines.tensorrt.builder import profile_for
 from engines.tensorrt.cache import ensure_engine, meta_path
 from engines.tensorrt.store import EngineStore
+from tests import needs
 from tests.engines.tensorrt.test_cache import tiny_model
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
-needs_trt = pytest.mark.skipif(not trt_available(), reason="no TensorRT / TensorRT-RTX installed")
 
 
 def _free_port() -> int:
@@ -68,7 +67,7 @@ def test_fetch_of_an_unknown_engine_is_false_and_leaves_nothing(store: EngineSto
         store.put(tmp_path / "lonely.engine")
 
 
-@needs_trt
+@needs.tensorrt
 @pytest.mark.timeout(120)
 def test_second_machine_downloads_instead_of_building(store: EngineStore, tmp_path: Path):
     onnx_path = tiny_model(tmp_path / "tiny.onnx")
@@ -88,7 +87,7 @@ def test_second_machine_downloads_instead_of_building(store: EngineStore, tmp_pa
     assert ensure_engine(onnx_path, "tiny", "fp32", None, profile, tmp_path / "machine2", store=store).source == "cache"
 
 
-@needs_trt
+@needs.tensorrt
 @pytest.mark.timeout(120)
 def test_a_stored_engine_that_disagrees_is_not_used(store: EngineStore, tmp_path: Path):
     onnx_path = tiny_model(tmp_path / "tiny.onnx")
