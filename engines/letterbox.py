@@ -112,18 +112,3 @@ def points_to_original(points: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     return (p - np.array([info.pad_x, info.pad_y], dtype=np.float32)) * np.array(
         [1 / info.scale_x, 1 / info.scale_y], dtype=np.float32
     )
-
-
-def boxes_to_letterbox(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
-    """Inverse of ``boxes_to_original``: original-image boxes into letterbox coordinates."""
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    s = np.array([info.scale_x, info.scale_y] * 2, dtype=np.float32)
-    return b * s + np.array([info.pad_x, info.pad_y] * 2, dtype=np.float32)
-
-
-def points_to_letterbox(points: np.ndarray, info: LetterboxInfo) -> np.ndarray:
-    """Inverse of ``points_to_original``."""
-    p = np.asarray(points, dtype=np.float32)
-    return p * np.array([info.scale_x, info.scale_y], dtype=np.float32) + np.array(
-        [info.pad_x, info.pad_y], dtype=np.float32
-    )

@@ -73,10 +73,6 @@ class CudaRuntime:
         """The stream handle as an int, what ``execute_async_v3`` takes."""
         return int(self._stream)
 
-    def allocations(self) -> int:
-        """Buffers still held (0 after ``close``)."""
-        return len(self._device) + len(self._host)
-
     def device_alloc(self, nbytes: int) -> int:
         ptr = self.call(self.cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc")
         self._device.append(ptr)

@@ -1,27 +1,23 @@
-"""ArcFace on the GPU: uint8 crops (or a frame plus landmarks) in, L2-normalised embeddings out.
+"""ArcFace on the GPU: aligned uint8 crops in, L2-normalised embeddings out.
 
 Batches are padded up to a fixed bucket (``DEFAULT_BUCKETS``) so a handful of CUDA graphs cover
 every batch size: padding a batch of 5 to 8 costs less than launching an un-graphed forward pass.
 Each graph holds the whole step: BGR→RGB, (x − 127.5) / 127.5, the FP16 channels_last network and
-the L2 normalisation; only the (N, 512) float32 result is copied back. ``embed_aligned`` also does
-the 5-point similarity warp on the GPU (``F.affine_grid`` + ``F.grid_sample``) for all faces of a
-frame at once, the same transform as ``engines.align`` (insightface's ``norm_crop``).
+the L2 normalisation; only the (N, 512) float32 result is copied back. The crops can come from the
+GPU warp (``engines.gpu.align``, the detector's ``detect_align_batch``) or from ``engines.align`` on the CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.align import CROP_SIZE
 from engines.backends.base import Backend
 from engines.capabilities import Capabilities
-from engines.gpu.align import warp_frame
 from engines.gpu.optimize import GraphedCallable, prepare_module
 from engines.recognizers.arcface import INPUT_MEAN, INPUT_STD
 
@@ -78,19 +74,11 @@ class GpuArcFace:
                                   compile_mode=compile_mode, densify_groups=densify_groups)
         enabled = cuda_graphs and on_cuda
         self._from_uint8 = GraphedCallable(self._forward_uint8, enabled=enabled)
-        self._from_float = GraphedCallable(self._forward_float, enabled=enabled)
         self._static: dict[tuple, torch.Tensor] = {}
         self._pinned: list[tuple[torch.Tensor, torch.Tensor] | None] = [None, None]  # two staging pairs
         self._done: list[torch.cuda.Event | None] = [None, None]  # when each pair's last call finished
         self._slot = 1
         self._uses = [0, 0]  # calls per staging pair: a result fetched too late is an error, not wrong numbers
-
-    @classmethod
-    def from_onnx(cls, onnx_path: str | Path, **kwargs) -> GpuArcFace:
-        """MobileFaceNet (w600k_mbf) with its ONNX weights."""
-        from engines.recognizers.mobilefacenet import mobilefacenet_from_onnx
-
-        return cls(mobilefacenet_from_onnx(onnx_path), **kwargs)
 
     # -- captured steps ---------------------------------------------------------------------------
     def _forward_float(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,12 +109,6 @@ class GpuArcFace:
         return graphs.replay(static)[:n]
 
     # -- public API --------------------------------------------------------------------------------
-    def embed_tensor(self, crops: torch.Tensor) -> torch.Tensor:
-        """(N, 112, 112, 3) uint8 BGR crops on the device → (N, 512) float32 on the device (a new tensor)."""
-        out = [self._run(self._from_uint8, crops[i:i + self.buckets[-1]]).clone()
-               for i in range(0, len(crops), self.buckets[-1])]
-        return torch.cat(out) if out else torch.zeros((0, self.embedding_size), device=self.device)
-
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """L2-normalised (N, 512) float32 embeddings of aligned uint8 BGR crops (N, 112, 112, 3)."""
         return self.embed_async(crops)()
@@ -187,25 +169,8 @@ class GpuArcFace:
             )
         return have
 
-    def align_tensor(self, frame: torch.Tensor, landmarks: np.ndarray, size: int = CROP_SIZE) -> torch.Tensor:
-        """Aligned crops (N, 3, size, size) float32 BGR of the faces at ``landmarks`` in a (H, W, 3) uint8 frame
-        on the device (``engines.gpu.align.warp_frame``)."""
-        return warp_frame(frame, landmarks, size)
-
-    def embed_aligned(self, frame: np.ndarray | torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
-        """Embeddings (N, 512) float32 of the faces at ``landmarks`` (N, 5, 2) in a uint8 BGR frame
-        (numpy, uploaded once, or a tensor already on the device): warp, normalise and embed on the GPU."""
-        if isinstance(frame, np.ndarray):
-            frame = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            crops = self.align_tensor(frame.to(self.device), landmarks)
-        step = self.buckets[-1]
-        parts = [self._run(self._from_float, crops[i:i + step]).cpu().numpy() for i in range(0, len(crops), step)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.embedding_size), dtype=np.float32)
-
     def close(self) -> None:
         self._from_uint8.reset()
-        self._from_float.reset()
         self._static.clear()
         self._pinned = [None, None]
         self._done = [None, None]

@@ -71,14 +71,6 @@ def load_trt(flavour: str | None = None) -> TrtApi:
     )
 
 
-def trt_available(flavour: str | None = None) -> bool:
-    try:
-        load_trt(flavour)
-    except BackendUnavailable:
-        return False
-    return True
-
-
 def make_logger(api: TrtApi, echo: bool = False):
     """A TensorRT logger that keeps warnings and errors so a failed build can say why in one line."""
     trt = api.module

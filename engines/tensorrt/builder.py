@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,9 +303,3 @@ def build_engine(
     seconds = time.perf_counter() - started
     emit(BuildEvent(name, "done", f"{engine_path.name} in {seconds:.1f} s", 1.0))
     return BuildResult(seconds, data.nbytes, input_names, output_names)
-
-
-def profile_matches(profile: ShapeProfile, shape: Sequence[int]) -> bool:
-    """True if a batch of ``shape`` fits the (single-input) profile."""
-    _, lo, _, hi = profile.shapes[0]
-    return len(shape) == len(lo) and all(a <= s <= b for a, s, b in zip(lo, shape, hi))

@@ -1,14 +1,18 @@
 import numpy as np
 import pytest
 
-from engines.letterbox import (
-    boxes_to_letterbox,
-    boxes_to_original,
-    letterbox,
-    letterbox_info,
-    points_to_letterbox,
-    points_to_original,
-)
+from engines.letterbox import LetterboxInfo, boxes_to_original, letterbox, letterbox_info, points_to_original
+
+
+def boxes_to_letterbox(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
+    """The forward mapping the tests invert (the product only maps letterbox → original): scale, then pad."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return b * np.float32([info.scale_x, info.scale_y] * 2) + np.float32([info.pad_x, info.pad_y] * 2)
+
+
+def points_to_letterbox(points: np.ndarray, info: LetterboxInfo) -> np.ndarray:
+    p = np.asarray(points, dtype=np.float32)
+    return p * np.float32([info.scale_x, info.scale_y]) + np.float32([info.pad_x, info.pad_y])
 
 # (original h, w) -> (input H, W): downscale, upscale, portrait, landscape, odd sizes
 CASES = [
