@@ -29,8 +29,8 @@ names() {
   python3 - "$OUT/clip_tracks.jsonl" <<'PY'
 import sys
 from pathlib import Path
-from tests.app.test_pipeline_video import check_labels, tracks_of
-check_labels(tracks_of(Path(sys.argv[1])))
+from bench.clip_labels import check_labels, named_per_frame
+check_labels(named_per_frame(Path(sys.argv[1])))
 print("labels: as in ../shared/media/README.md")
 PY
 }

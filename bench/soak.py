@@ -9,7 +9,8 @@ warm-up: allocator arenas, tracker history), "growing" if it would add more than
 
     python bench/soak.py --minutes 10 --out docs/results/soak --env .env
 
-The source is an MJPEG server on 127.0.0.1 looping ``--video`` at ``--fps`` (the fault tests' server).
+The source is an MJPEG server on 127.0.0.1 looping ``--video`` at ``--fps`` (``bench/live.py``, shared with the
+fault tests).
 Needs a .env with CHECKPOINT_DIR and a gallery (``facestream enrol …``).
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.app.faults.servers import (  # noqa: E402 - the repo root must be importable first
+from bench.live import (  # noqa: E402 - the repo root must be importable first
     MjpegSource,
     encode_video,
     fault_env,

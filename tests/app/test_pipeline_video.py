@@ -1,7 +1,8 @@
 """The whole program on the shared video, as a user runs it: enrol the shared people, then `facestream run`.
 
 Names are checked per frame and per face against who is on screen (../shared/media/README.md): a name on a
-face whose person is not in that frame is the worst bug this product can have, even for one frame.
+face whose person is not in that frame is the worst bug this product can have, even for one frame. The clip's
+ground truth and the check live in ``bench/clip_labels.py`` (the GPU speed script checks a GPU run with it too).
 """
 
 from __future__ import annotations
@@ -10,19 +11,13 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from bench.clip_labels import check_labels, named_per_frame
+
 ENROLLED = {"alex_lacamoire", "biden", "kit_harington", "lin_manuel_miranda", "obama", "rose_leslie"}
-# who is on screen, by OpenCV frame number (../shared/media/README.md; cuts at 82 and 211, cross-fade 21-23)
-ON_SCREEN = [(0, 23, {"lin_manuel_miranda", "alex_lacamoire"}), (24, 81, {"alex_lacamoire"}),
-             (82, 210, {"lin_manuel_miranda"}), (211, 274, {"obama"})]
-
-
-def on_screen(frame: int) -> set[str]:
-    return next(people for lo, hi, people in ON_SCREEN if lo <= frame <= hi)
 
 
 def shm_segments() -> set[str]:
@@ -40,19 +35,6 @@ def run_cli(env: Path, *args: str, timeout: float = 240, **settings: str) -> sub
                           timeout=timeout, cwd=env.parent, env={**os.environ, **settings})
 
 
-def named_per_frame(log: Path, stream: int | None = None) -> dict[int, list[str]]:
-    """{frame: the people named on its faces} from a --log-tracks file (one stream's, if given). A person is
-    their stable id (the enrolled folder's name) where the log has one, else the name shown."""
-    frames: dict[int, list[str]] = {}
-    for line in log.read_text().splitlines():
-        row = json.loads(line)
-        if stream is not None and row["stream"] != stream:
-            continue
-        frames[row["frame"]] = [face.get("person_id") or face["name"] for face in row["faces"]
-                                if face["name"] != "unknown"]
-    return frames
-
-
 def check_cuts(log: Path, stream: int | None = None) -> None:
     """Capture's scene signal reached embed+track: on each cut of the clip (20, into the cross-fade; 82; 211)
     every face that can start a track (score >= TRACK_THRESH + 0.1; 0.61 leaves room for the log's rounding)
@@ -65,20 +47,6 @@ def check_cuts(log: Path, stream: int | None = None) -> None:
     for cut in (20, 82, 211):
         assert ids[cut] and -1 not in ids[cut], f"frame {cut}: track ids {ids[cut]}"
         assert not set(ids[cut]) & set(ids[cut - 1]), f"a track id continues across the cut at {cut}"
-
-
-def check_labels(frames: dict[int, list[str]]) -> None:
-    """Per frame and per face: nobody is named who is not on screen (0 false names), no name is on two faces
-    of one frame, Lin-Manuel Miranda is named through his close-up and Barack Obama through the audience."""
-    assert sorted(frames) == list(range(275))
-    false = [(f, p) for f, people in frames.items() for p in people if p not in on_screen(f)]
-    assert not false, f"named as someone not on screen (frame, name): {false}"
-    twice = [(f, p) for f, people in frames.items() for p, n in Counter(people).items() if n > 1]
-    assert not twice, f"one name on two faces of a frame (frame, name): {twice}"
-    lin = sum("lin_manuel_miranda" in frames[f] for f in range(88, 206))
-    assert lin >= 0.8 * 118, f"Lin-Manuel named on {lin} of the 118 frames 88-205"
-    obama = sum("obama" in frames[f] for f in range(216, 271))
-    assert obama >= 0.5 * 55, f"Obama named on {obama} of the 55 frames 216-270"
 
 
 @pytest.mark.slow
