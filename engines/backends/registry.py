@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engines.device import parse_device
 from engines.errors import BackendUnavailable, EngineError, NoCudaGpu
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def create_backend(
     warn = warn or log.warning
     chain = [backend] + [b for b in FALLBACK_ORDER[FALLBACK_ORDER.index(backend) + 1:]
                          if backend in FALLBACK_ORDER]
-    if strict_gpu and device == "cpu":
+    if strict_gpu and parse_device(device).is_cpu:
         raise EngineError(f"STRICT_GPU=true but {info.name} was asked to run on the CPU: set the device to cuda")
     reasons: list[str] = []
     while chain:
