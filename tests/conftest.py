@@ -11,6 +11,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACESTREAM_SHARED", REPO.parent / "shared")).resolve()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip each test marked ``needs(...)`` that this machine cannot run (tests/needs.py says why). Conditions are
+    asked only if a collected test is marked, once each."""
+    from tests.needs import why_skip
+
+    for item in items:
+        if item.get_closest_marker("needs") is not None:
+            reason = why_skip(item)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

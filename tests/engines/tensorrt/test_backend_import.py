@@ -125,7 +125,7 @@ def test_engine_with_missing_or_wrong_json_is_refused_before_deserialising(tmp_p
 
 
 @needs.tensorrt
-@pytest.mark.skipif(needs.tensorrt_gpu_why_not() is None, reason="an engine can execute here: TensorRT will not refuse")
+@needs.no_tensorrt_gpu
 def test_a_good_engine_gets_as_far_as_the_tensorrt_runtime(tmp_path: Path):
     """With a valid engine and JSON, the refusal comes from TensorRT itself (no GPU driver here)."""
     from engines.backends.tensorrt_backend import TensorRTBackend

@@ -11,20 +11,11 @@ import threading
 import numpy as np
 import pytest
 
-from engines.backends.cuda_probe import cuda_gpus
 from engines.backends.cuda_runtime import open_cuda
 from engines.errors import BackendUnavailable
+from tests import needs
 
-
-def _cuda_python_missing() -> bool:
-    try:
-        import cuda.bindings.runtime  # noqa: F401
-    except ImportError:
-        return True
-    return False
-
-
-pytestmark = pytest.mark.skipif(not cuda_gpus() or _cuda_python_missing(), reason="needs a CUDA GPU and cuda-python")
+pytestmark = needs.cuda_python
 
 
 @pytest.mark.timeout(60)
