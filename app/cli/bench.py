@@ -107,7 +107,7 @@ def bench_embedder(settings, spec: BackendSpec, batches: list[int], seconds: flo
 def bench_detector(settings, spec: BackendSpec, image: np.ndarray, seconds: float) -> list[dict]:
     import cv2
 
-    from app.stages.detect import model_kwargs
+    from app.stages.models import model_kwargs
     from engines.model_zoo import load_detector
 
     kw = model_kwargs(settings)
@@ -246,19 +246,18 @@ def _pct(lat: np.ndarray) -> dict:
 
 def cmd_bench_pipeline(args) -> int:
     """Every-frame file run, simulated live run and the naive baseline, in one command on one machine."""
-    import argparse
     import tempfile
+    from dataclasses import replace
 
+    from app.cli.assemble import RunRequest
     from app.cli.pipeline import run_pipeline
-    from app.cli.run import run_local
-    from app.display.present import OutputOptions, Present
+    from app.display.present import OutputOptions
 
     settings = load_settings(args, VIDEO_SOURCE=args.source)
     tmp = Path(tempfile.mkdtemp(prefix="fs-bench-"))
     # every frame is annotated (boxes, names, overlay drawn on a copy of it) and then dropped: the display's
     # real work without a video encoder's, which --out adds back
-    base = dict(headless=True, out=None, serve=None, every_frame=False, live=False, realtime=False, sink=True,
-                max_frames=args.max_frames, single_process=False, validate_on_start=False)
+    base = RunRequest(headless=True, sink=True, max_frames=args.max_frames)
     result: dict = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
                                f"Python {platform.python_version()}",
                     "source": settings.sources[0], "detector": f"{settings.detector_model}/{settings.detector_backend}",
@@ -268,7 +267,7 @@ def cmd_bench_pipeline(args) -> int:
         log = tmp / f"{name}.jsonl"
         report: dict = {}
         started = time.time()
-        run_pipeline(settings, argparse.Namespace(**{**base, **kw, "log_tracks": str(log)}), report)
+        run_pipeline(settings, replace(base, **kw, log_tracks=str(log)), report)
         t, lat, shown = _latencies(log)
         frames = len(lat)
         seconds = report["result"].seconds
@@ -288,9 +287,9 @@ def cmd_bench_pipeline(args) -> int:
         pipeline("live", realtime=True, live=True)
     if not args.skip_baseline:
         log = tmp / "baseline.jsonl"
-        present = Present(OutputOptions(log_tracks=str(log)))
         t0 = time.perf_counter()
-        run_local(settings, argparse.Namespace(**{**base, "log_tracks": str(log)}), present=present)
+        run_pipeline(settings, replace(base, log_tracks=str(log), single_process=True), {},
+                     options=OutputOptions(log_tracks=str(log)))
         seconds = time.perf_counter() - t0
         _, _, shown = _latencies(log)
         frames = len(shown)
@@ -344,12 +343,11 @@ KEEP_UP_SHOWN = 0.98
 KEEP_UP_P99_MS = 250.0
 
 
-def bench_streams(settings, base: dict, tmp: Path, counts: list[int], frames: int,
+def bench_streams(settings, base, tmp: Path, counts: list[int], frames: int,
                   max_p99_ms: float = KEEP_UP_P99_MS) -> list[dict]:
     """For each count (ascending): that many copies of the source replayed live at their frame rate in one
     pipeline; per stream, the frames shown vs delivered and the capture→display latency. Stops at the first
     count that falls behind."""
-    import argparse
     from dataclasses import replace
 
     from app.cli.pipeline import run_pipeline
@@ -366,8 +364,7 @@ def bench_streams(settings, base: dict, tmp: Path, counts: list[int], frames: in
         log = tmp / f"streams{n}.jsonl"
         report: dict = {}
         multi = replace(settings, video_source=",".join([source] * n))
-        run_pipeline(multi, argparse.Namespace(**{**base, "realtime": True, "live": True, "max_frames": frames,
-                                                  "log_tracks": str(log)}), report)
+        run_pipeline(multi, replace(base, realtime=True, live=True, max_frames=frames, log_tracks=str(log)), report)
         stats = {s.name: s for s in report["stats"]}
         seconds = report["result"].seconds
         per = []
