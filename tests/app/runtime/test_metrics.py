@@ -125,7 +125,7 @@ class _Work(Stage):
 def test_queue_clocks_name_the_slow_stage_not_the_one_that_loaded_longest():
     """A slow stage with no set-up before a fast one with a long set-up: the clocks start at each stage's first
     record, so the early stage's wait for the other's set-up is not taken for starvation."""
-    from app.cli.bench import _bottleneck
+    from app.cli.bench.analysis import bottleneck
     from app.runtime import Pipeline, ring_name
 
     p = Pipeline(grace=3.0)
@@ -138,6 +138,6 @@ def test_queue_clocks_name_the_slow_stage_not_the_one_that_loaded_longest():
     p.stage("sink", _Work(0.0), ["c"])
     assert p.run(timeout=50).exit_code == 0
     stats = {s.name: s for s in p.stage_stats()}
-    assert _bottleneck(stats.values()) == "slow", {k: round(s.waiting, 2) for k, s in stats.items()}
+    assert bottleneck(stats.values()) == "slow", {k: round(s.waiting, 2) for k, s in stats.items()}
     assert stats["slow"].waiting < 0.3 and stats["loads_long"].waiting > 0.6 and stats["source"].waiting > 0.6
     assert 0.5 < stats["slow"].run_s < 1.5  # 120 records x 5 ms: the set-up is not in it
