@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from app.protocol import Context, Stage
 from app.settings import Settings
-from app.stages.models import model_kwargs, stage_threads
+from app.stages.models import ModelLoad
 from app.types import Faces
 from engines.align import align_faces
 from engines.model_zoo import load_detector
@@ -22,14 +23,31 @@ from engines.types import Detections
 log = logging.getLogger("facestream.stage")
 
 
+@dataclass(frozen=True)
+class DetectConfig:
+    """What detection takes from the settings (DETECTOR_MODEL, DETECTOR_BACKEND, DET_*, MAX_FACES, MIN_FACE)."""
+
+    model: str
+    backend: str
+    load: ModelLoad
+    score_threshold: float
+    nms_threshold: float
+    max_faces: int
+    min_face: int
+
+    @classmethod
+    def of(cls, settings: Settings, threads: int | None = None) -> DetectConfig:
+        return cls(settings.detector_model, settings.detector_backend, ModelLoad.of(settings, threads),
+                   settings.det_threshold, settings.nms_threshold, settings.max_faces, settings.min_face)
+
+
 class Detect:
-    def __init__(self, settings: Settings, warn: Callable[[str], None] | None = None,
-                 threads: int | None = None) -> None:
-        self.min_face = settings.min_face
+    def __init__(self, config: DetectConfig, warn: Callable[[str], None] | None = None) -> None:
+        self.min_face = config.min_face
+        size = config.load.det_size
         self.detector = load_detector(
-            settings.detector_model, settings.detector_backend, **model_kwargs(settings, warn, threads),
-            input_size=(settings.det_size, settings.det_size), score_threshold=settings.det_threshold,
-            nms_threshold=settings.nms_threshold, max_faces=settings.max_faces,
+            config.model, config.backend, **config.load.kwargs(warn), input_size=(size, size),
+            score_threshold=config.score_threshold, nms_threshold=config.nms_threshold, max_faces=config.max_faces,
         )
 
     @property
@@ -112,22 +130,23 @@ class DetectStage(Stage):
 
     reads_frames = True
 
-    def __init__(self, settings: Settings, ring_sizes: list[tuple[int, int]], aligns: bool = False) -> None:
-        self.settings = settings
+    def __init__(self, config: DetectConfig, ring_sizes: list[tuple[int, int]], aligns: bool = False,
+                 batch_size: int = 1, batch_wait: float = 0.0) -> None:
+        self.config = config
         self.ring_sizes = ring_sizes
         self.aligns = aligns
-        self.batch_size = settings.detect_batch
-        self.batch_wait = settings.batch_wait_ms / 1000.0
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
         self.detect: Detect | None = None
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.detect = Detect(self.settings, threads=stage_threads(self.settings))
+        self.detect = Detect(self.config)
         pinned = sum(self.detect.register_frames(memory) for memory in ctx.frame_memory())
         self.gpu_align = self.aligns and self.detect.aligns
         for h, w in dict.fromkeys(self.ring_sizes):
             self.detect.warmup(h, w, self.batch_size)
-        log.info("detector: %s %s%s%s", self.settings.detector_model, self.detect.backend.describe(),
+        log.info("detector: %s %s%s%s", self.config.model, self.detect.backend.describe(),
                  f"; {pinned} frame ring(s) page-locked for direct uploads" if pinned else "",
                  "; faces aligned on the GPU" if self.gpu_align else "")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from app.settings import Settings
-from app.stages.detect import Detect
+from app.stages.detect import Detect, DetectConfig
 from engines.types import Detections
 
 
 def test_min_face_drops_the_same_rows_from_detections_and_their_crops(checkpoint_dir):
-    detect = Detect(Settings(checkpoint_dir=str(checkpoint_dir), min_face=40))
+    detect = Detect(DetectConfig.of(Settings(checkpoint_dir=str(checkpoint_dir), min_face=40)))
     widths = np.array([10.0, 80.0, 39.0, 40.0])
     boxes = np.stack([np.zeros(4), np.zeros(4), widths, widths + 5], axis=1).astype(np.float32)
     dets = [Detections(boxes, np.linspace(0.9, 0.6, 4, dtype=np.float32), np.zeros((4, 5, 2), np.float32)),

@@ -8,8 +8,8 @@ import pytest
 
 from app.settings import Settings
 from app.stages.align import Align
-from app.stages.detect import Detect
-from app.stages.embed_track import EmbedTrack
+from app.stages.detect import Detect, DetectConfig
+from app.stages.embed_track import EmbedConfig, EmbedTrack
 from app.types import Faces, FrameRef
 
 
@@ -18,7 +18,7 @@ def obama(checkpoint_dir, media_dir):
     """(Faces, crops) of the one face in a shared photo."""
     settings = Settings(checkpoint_dir=str(checkpoint_dir))
     image = cv2.imread(str(media_dir / "people/obama/obama.jpg"))
-    dets = Detect(settings)([image])[0]
+    dets = Detect(DetectConfig.of(settings))([image])[0]
     assert len(dets) == 1
     return Faces(dets.boxes, dets.scores, dets.landmarks), Align()(image, dets)
 
@@ -38,7 +38,7 @@ def counting(stage: EmbedTrack) -> list[int]:
 
 def test_interval_three_embeds_a_steady_face_on_every_third_frame(checkpoint_dir, obama):
     faces, crops = obama
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3))
+    stage = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)))
     calls = counting(stage)
     ids, queried = [], []
     for i in range(10):
@@ -52,7 +52,7 @@ def test_interval_three_embeds_a_steady_face_on_every_third_frame(checkpoint_dir
 
 def test_interval_one_embeds_every_frame(checkpoint_dir, obama):
     faces, crops = obama
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1))
+    stage = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)))
     calls = counting(stage)
     for i in range(5):
         stage(faces, crops, frame_index=i)
@@ -60,14 +60,14 @@ def test_interval_one_embeds_every_frame(checkpoint_dir, obama):
 
 
 def test_auto_interval_embeds_every_third_frame_on_a_cpu(checkpoint_dir):
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir)))  # EMBED_INTERVAL=0: auto
+    stage = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir))))  # EMBED_INTERVAL=0: auto
     assert not stage.backend.on_gpu and stage.interval == 3
 
 
 def test_a_batch_of_two_streams_equals_two_separate_calls(checkpoint_dir, obama):
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
-    together, apart = EmbedTrack(settings), EmbedTrack(settings)
+    together, apart = EmbedTrack(EmbedConfig.of(settings)), EmbedTrack(EmbedConfig.of(settings))
     calls = counting(together)
     for i in range(3):
         a, b = together.batch([(faces, crops, 0, i), (faces, crops, 1, i)])
@@ -99,9 +99,9 @@ def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
-    stage = EmbedTrackStage(settings, {0: 30.0})
-    stage.embed = EmbedTrack(settings)
-    reference = EmbedTrack(settings)
+    stage = EmbedTrackStage(EmbedConfig.of(settings), {0: 30.0})
+    stage.embed = EmbedTrack(EmbedConfig.of(settings))
+    reference = EmbedTrack(EmbedConfig.of(settings))
     ctx = stage.ctx = _Ctx()
 
     def recs(first: int, n: int) -> tuple[list, list[Faces]]:
@@ -110,7 +110,7 @@ def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(
 
     ctx.waiting = 3
     assert not stage.embed.overlaps and [r.frame.seq for r in stage.process_batch(*recs(0, 2))] == [0, 1]
-    stage.embed, reference = EmbedTrack(settings), EmbedTrack(settings)
+    stage.embed, reference = EmbedTrack(EmbedConfig.of(settings)), EmbedTrack(EmbedConfig.of(settings))
     monkeypatch.setattr(EmbedTrack, "overlaps", property(lambda self: True))  # as the GPU adapter
 
     ctx.waiting = 3  # more queued: this batch is held
@@ -139,7 +139,7 @@ def biden_crops(checkpoint_dir, media_dir):
     """The aligned crop of another person's face (drawn in Obama's box below: a cut with the face in place)."""
     settings = Settings(checkpoint_dir=str(checkpoint_dir))
     image = cv2.imread(str(media_dir / "people/biden/biden.jpg"))
-    dets = Detect(settings)([image])[0]
+    dets = Detect(DetectConfig.of(settings))([image])[0]
     assert len(dets) == 1
     return Align()(image, dets)
 
@@ -149,7 +149,7 @@ def gallery_of_obama(tmp_path, checkpoint_dir, obama):
     from app.gallery import open_gallery
 
     gallery = open_gallery(None, tmp_path, "faces")
-    embedder = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir))).embedder
+    embedder = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir)))).embedder
     gallery.add("obama", embedder.embed(obama[1]))
     yield gallery
     gallery.close()
@@ -168,7 +168,7 @@ def test_a_cut_with_the_new_face_in_the_old_box_ends_the_name_even_when_the_trac
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
-    stage, identify = EmbedTrack(settings), Identify(settings, gallery=gallery_of_obama)
+    stage, identify = EmbedTrack(EmbedConfig.of(settings)), Identify(settings, gallery=gallery_of_obama)
     calls = counting(stage)
     for i in range(4):
         out = identify(stage(with_scene(faces, 0), crops, frame_index=i))
@@ -193,7 +193,7 @@ def test_without_a_scene_signal_the_cut_face_is_still_never_named_on_a_frame_it_
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
-    stage, identify = EmbedTrack(settings), Identify(settings, gallery=gallery_of_obama)
+    stage, identify = EmbedTrack(EmbedConfig.of(settings)), Identify(settings, gallery=gallery_of_obama)
     assert identify(stage(faces, crops, frame_index=0)).names == ["obama"]
     out = stage(faces, biden_crops, frame_index=1)
     assert identify(out, removed=out.removed).names == ["unknown"]
@@ -201,7 +201,7 @@ def test_without_a_scene_signal_the_cut_face_is_still_never_named_on_a_frame_it_
 
 def test_a_box_that_jumps_is_embedded_out_of_turn_and_keeps_its_id_when_the_face_is_the_same(checkpoint_dir, obama):
     faces, crops = obama
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3))
+    stage = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)))
     calls = counting(stage)
     for i in range(4):
         out = stage(faces, crops, frame_index=i)
@@ -225,8 +225,8 @@ def test_the_scene_counter_travels_in_the_frame_header_through_the_queues_to_emb
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
-    stage = EmbedTrackStage(settings, {0: 30.0})
-    stage.embed = EmbedTrack(settings)
+    stage = EmbedTrackStage(EmbedConfig.of(settings), {0: 30.0})
+    stage.embed = EmbedTrack(EmbedConfig.of(settings))
     stage.ctx = _Ctx()
     ids, removed = [], []
     with RecordQueue.create(capacity=2, slot_bytes=1 << 20) as q:
@@ -252,7 +252,7 @@ def test_a_cut_in_the_batch_submitted_while_the_one_before_still_embeds_gives_th
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
     a = [(with_scene(faces, 0), crops, 0, i) for i in range(3)]
     b = [(with_scene(faces, 1), biden_crops, 0, i) for i in range(3, 5)]
-    overlapped, sequential = EmbedTrack(settings), EmbedTrack(settings)
+    overlapped, sequential = EmbedTrack(EmbedConfig.of(settings)), EmbedTrack(EmbedConfig.of(settings))
     pending_a = overlapped.submit(a)
     pending_b = overlapped.submit(b)  # tracked (the cut restarts the tracker) before A is collected
     got = overlapped.collect(pending_a) + overlapped.collect(pending_b)
