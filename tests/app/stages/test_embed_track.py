@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from app.settings import Settings
-from app.stages.align import Align
 from app.stages.detect import Detect, DetectConfig
 from app.stages.embed_track import EmbedConfig, EmbedTrack
 from app.types import Faces, FrameRef
+from engines.align import align_faces
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def obama(checkpoint_dir, media_dir):
     image = cv2.imread(str(media_dir / "people/obama/obama.jpg"))
     dets = Detect(DetectConfig.of(settings))([image])[0]
     assert len(dets) == 1
-    return Faces(dets.boxes, dets.scores, dets.landmarks), Align()(image, dets)
+    return Faces(dets.boxes, dets.scores, dets.landmarks), align_faces(image, dets.landmarks)
 
 
 def counting(stage: EmbedTrack) -> list[int]:
@@ -141,7 +141,7 @@ def biden_crops(checkpoint_dir, media_dir):
     image = cv2.imread(str(media_dir / "people/biden/biden.jpg"))
     dets = Detect(DetectConfig.of(settings))([image])[0]
     assert len(dets) == 1
-    return Align()(image, dets)
+    return align_faces(image, dets.landmarks)
 
 
 @pytest.fixture
