@@ -124,15 +124,17 @@ def assemble(settings: Settings, request: RunRequest, options: OutputOptions | N
     names = {i: spec.display_name for i, spec in enumerate(specs)}
     options = options or output_options(settings, request, fps, names,
                                         sizes={i: (w, h) for i, (w, h, _) in enumerate(probes)})
-    steps = [Step(f"capture{i}" if streams > 1 else "capture",
-                  Capture(spec.raw, i, settings.reconnect_max_delay, settings.decoder_threads(), request.max_frames,
-                          request.realtime, request.loops), "frames", 4096)
-             for i, spec in enumerate(specs)]
-    threads = stage_threads(settings)  # detect and embed+track run side by side: half the cores each
+    # on processes detect and embed+track run side by side: half the cores each; in one process one stage runs
+    # at a time, with every core (and the decoder with FFmpeg's own choice), as the one-process baseline always did
+    single = request.single_process
+    threads = None if single else stage_threads(settings)
     batch, wait = settings.detect_batch, settings.batch_wait_ms / 1000.0
+    steps = [Step(f"capture{i}" if streams > 1 else "capture",
+                  Capture(spec.raw, i, settings.reconnect_max_delay, 0 if single else settings.decoder_threads(),
+                          request.max_frames, request.realtime, request.loops), "frames", 4096)
+             for i, spec in enumerate(specs)]
     steps.append(Step("detect", DetectStage(DetectConfig.of(settings, threads), sizes, aligns, batch, wait),
-                      "detections",
-                      65536 + n * ((CROP_BYTES if aligns else 0) + 64)))
+                      "detections", 65536 + n * ((CROP_BYTES if aligns else 0) + 64)))
     if not aligns:
         steps.append(Step("align", AlignStage(), "crops", 65536 + n * (CROP_BYTES + 64)))
     steps += [Step("embed+track", EmbedTrackStage(EmbedConfig.of(settings, threads), fps, batch, wait), "tracks",
