@@ -70,7 +70,7 @@ class Detect:
         if self.backend.on_gpu:
             for b in range(1, batches + 1):
                 self([np.zeros((height, width, 3), np.uint8)] * b)
-        if self.aligns:  # an empty frame has no face to warp: load the warp's kernels with a made-up one
+        if self.aligns_on_device:  # an empty frame has no face to warp: load the warp's kernels with a made-up one
             import torch
 
             from engines.align import template
@@ -80,16 +80,16 @@ class Detect:
             warp_faces(frame, [template()[None]])
 
     @property
-    def aligns(self) -> bool:
-        """The detector also cuts each face's aligned crop, on the GPU from the frame it uploaded: the align
-        stage then only passes the crops on (the CPU warp cost 1-2 ms per 1080p frame of ~10 faces)."""
+    def aligns_on_device(self) -> bool:
+        """The detector can cut each face's aligned crop on the GPU from the frame it uploaded (the CPU warp
+        cost 1-2 ms per 1080p frame of ~10 faces): what a list without an align stage relies on."""
         return self.backend.on_gpu and hasattr(self.detector, "detect_align_batch")
 
     def detect_checked(self, frames: list[np.ndarray], still_valid,
                        crops: list | None = None) -> list[Detections | None]:
         """Detect in frames read from shared memory. ``still_valid()`` returns one bool per frame, False
         where it was overwritten while being read (asked once the pixels have been consumed: letterboxed or
-        uploaded); such a frame's result is None. With ``crops`` (a list, and ``aligns``) it receives each
+        uploaded); such a frame's result is None. With ``crops`` (a list, and ``aligns_on_device``) it receives each
         frame's aligned face crops, row for row with its detections."""
         if hasattr(self.detector, "preprocess"):
             batch, infos = self.detector.preprocess(frames)
@@ -98,7 +98,7 @@ class Detect:
                 return [None] * len(frames)
             dets = self.infer(batch, infos)
         else:  # GPU fast path: the upload is the first step
-            if crops is not None and self.aligns:
+            if crops is not None and self.aligns_on_device:
                 dets, warped = self.detector.detect_align_batch(frames)
                 dets, warped = self._filter(dets, warped)
                 crops.extend(warped)
@@ -143,15 +143,14 @@ class DetectStage(Stage):
         self.ctx = ctx
         self.detect = Detect(self.config)
         pinned = sum(self.detect.register_frames(memory) for memory in ctx.frame_memory())
-        self.gpu_align = self.aligns and self.detect.aligns
         for h, w in dict.fromkeys(self.ring_sizes):
             self.detect.warmup(h, w, self.batch_size)
         log.info("detector: %s %s%s%s", self.config.model, self.detect.backend.describe(),
                  f"; {pinned} frame ring(s) page-locked for direct uploads" if pinned else "",
-                 "; faces aligned on the GPU" if self.gpu_align else "")
+                 "; faces aligned on the GPU" if self.aligns and self.detect.aligns_on_device else "")
 
     def process_batch(self, frames: list[np.ndarray | None], recs: list[Faces]) -> list[Faces | None]:
-        crops: list[np.ndarray] | None = [] if self.gpu_align else None
+        crops: list[np.ndarray] | None = [] if self.aligns and self.detect.aligns_on_device else None
         found = self.detect.detect_checked(frames, lambda: [self.ctx.frame_valid(r.frame) for r in recs], crops)
         out: list[Faces | None] = []
         for k, (frame, rec, dets) in enumerate(zip(frames, recs, found)):

@@ -42,7 +42,7 @@ def test_a_detect_stage_that_aligns_cuts_the_crops_itself_when_its_detector_is_o
     stage = DetectStage(DetectConfig.of(Settings(checkpoint_dir=str(checkpoint_dir))), [image.shape[:2]], aligns=True)
     stage.setup(ctx)
     try:
-        assert not stage.gpu_align
+        assert not stage.detect.aligns_on_device
         out = stage.process_batch([image, image], [Faces(frame=FrameRef(0, 1.0)), Faces(frame=FrameRef(1, 2.0))])
     finally:
         stage.teardown()
