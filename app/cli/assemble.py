@@ -117,6 +117,8 @@ def assemble(settings: Settings, request: RunRequest, options: OutputOptions | N
     q = settings.queue_size if every else min(2 * streams, 64)
     in_hand = 3 * settings.detect_batch + 4  # a batch in detect, two in embed+track (one held while the next runs)
     slots = 5 * q + in_hand + 4 if every else min(5 * q + 8, max(16, 2 * math.ceil(5 * q / streams) + 8))
+    if request.single_process:  # one frame at a time: it and the one being decoded, no queue
+        q, slots = 1, 2
     n = settings.max_faces
     aligns = detect_aligns(settings)
     sizes = [(h, w) for w, h, _ in probes]
