@@ -107,9 +107,6 @@ class Detect:
             valid = list(still_valid())
         return [d if ok else None for d, ok in zip(dets, valid)]
 
-    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        return self.detect_checked(frames, lambda: [True] * len(frames))  # type: ignore[return-value]
-
     def infer(self, batch: np.ndarray, infos: list) -> list[Detections]:
         return self._filter(self.detector.postprocess(self.detector.run_backend(batch), infos))
 

@@ -154,13 +154,6 @@ class EmbedTrack:
             shown[k] = sid
         return shown, broken
 
-    def __call__(self, faces: Faces, crops: np.ndarray, stream: int = 0, frame_index: int | None = None) -> Faces:
-        return self.batch([(faces, crops, stream, frame_index)])[0]
-
-    def batch(self, items: list[tuple[Faces, np.ndarray, int, int | None]]) -> list[Faces]:
-        """Several frames (of any streams) at once: track each, then embed every face due in one batch."""
-        return self.collect(self.submit(items))
-
     @property
     def overlaps(self) -> bool:
         """``submit`` returns while the embedding still runs (the GPU adapter): worth holding a batch back."""
