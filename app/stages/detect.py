@@ -6,41 +6,48 @@ of candidate boxes, which would otherwise cross a process boundary.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from app.settings import Settings, usable_cores
+from app.protocol import Context, Stage
+from app.settings import Settings
+from app.stages.models import ModelLoad
+from app.types import Faces
+from engines.align import align_faces
 from engines.model_zoo import load_detector
 from engines.types import Detections
 
-
-def model_kwargs(settings: Settings, warn: Callable[[str], None] | None = None, threads: int | None = None) -> dict:
-    """What every model load takes from the settings: checkpoints, device, precision, strictness, CPU threads."""
-    return {
-        "checkpoint_dir": settings.checkpoint_dir,
-        "device": settings.device,
-        "precision": settings.gpu_precision,
-        "strict_gpu": settings.strict_gpu,
-        "warn": warn,
-        "backend_opts": {"threads": threads, "det_size": (settings.det_size, settings.det_size),
-                         "compile_mode": "default" if settings.gpu_compile else None},
-    }
+log = logging.getLogger("facestream.stage")
 
 
-def stage_threads(settings: Settings) -> int:
-    """CPU threads for one of the two inference stages that run side by side in the pipeline."""
-    return settings.infer_threads or max(1, usable_cores() // 2)
+@dataclass(frozen=True)
+class DetectConfig:
+    """What detection takes from the settings (DETECTOR_MODEL, DETECTOR_BACKEND, DET_*, MAX_FACES, MIN_FACE)."""
+
+    model: str
+    backend: str
+    load: ModelLoad
+    score_threshold: float
+    nms_threshold: float
+    max_faces: int
+    min_face: int
+
+    @classmethod
+    def of(cls, settings: Settings, threads: int | None = None) -> DetectConfig:
+        return cls(settings.detector_model, settings.detector_backend, ModelLoad.of(settings, threads),
+                   settings.det_threshold, settings.nms_threshold, settings.max_faces, settings.min_face)
 
 
 class Detect:
-    def __init__(self, settings: Settings, warn: Callable[[str], None] | None = None,
-                 threads: int | None = None) -> None:
-        self.min_face = settings.min_face
+    def __init__(self, config: DetectConfig, warn: Callable[[str], None] | None = None) -> None:
+        self.min_face = config.min_face
+        size = config.load.det_size
         self.detector = load_detector(
-            settings.detector_model, settings.detector_backend, **model_kwargs(settings, warn, threads),
-            input_size=(settings.det_size, settings.det_size), score_threshold=settings.det_threshold,
-            nms_threshold=settings.nms_threshold, max_faces=settings.max_faces,
+            config.model, config.backend, **config.load.kwargs(warn), input_size=(size, size),
+            score_threshold=config.score_threshold, nms_threshold=config.nms_threshold, max_faces=config.max_faces,
         )
 
     @property
@@ -63,7 +70,7 @@ class Detect:
         if self.backend.on_gpu:
             for b in range(1, batches + 1):
                 self([np.zeros((height, width, 3), np.uint8)] * b)
-        if self.aligns:  # an empty frame has no face to warp: load the warp's kernels with a made-up one
+        if self.aligns_on_device:  # an empty frame has no face to warp: load the warp's kernels with a made-up one
             import torch
 
             from engines.align import template
@@ -73,16 +80,16 @@ class Detect:
             warp_faces(frame, [template()[None]])
 
     @property
-    def aligns(self) -> bool:
-        """The detector also cuts each face's aligned crop, on the GPU from the frame it uploaded: the align
-        stage then only passes the crops on (the CPU warp cost 1-2 ms per 1080p frame of ~10 faces)."""
+    def aligns_on_device(self) -> bool:
+        """The detector can cut each face's aligned crop on the GPU from the frame it uploaded (the CPU warp
+        cost 1-2 ms per 1080p frame of ~10 faces): what a list without an align stage relies on."""
         return self.backend.on_gpu and hasattr(self.detector, "detect_align_batch")
 
     def detect_checked(self, frames: list[np.ndarray], still_valid,
                        crops: list | None = None) -> list[Detections | None]:
         """Detect in frames read from shared memory. ``still_valid()`` returns one bool per frame, False
         where it was overwritten while being read (asked once the pixels have been consumed: letterboxed or
-        uploaded); such a frame's result is None. With ``crops`` (a list, and ``aligns``) it receives each
+        uploaded); such a frame's result is None. With ``crops`` (a list, and ``aligns_on_device``) it receives each
         frame's aligned face crops, row for row with its detections."""
         if hasattr(self.detector, "preprocess"):
             batch, infos = self.detector.preprocess(frames)
@@ -91,7 +98,7 @@ class Detect:
                 return [None] * len(frames)
             dets = self.infer(batch, infos)
         else:  # GPU fast path: the upload is the first step
-            if crops is not None and self.aligns:
+            if crops is not None and self.aligns_on_device:
                 dets, warped = self.detector.detect_align_batch(frames)
                 dets, warped = self._filter(dets, warped)
                 crops.extend(warped)
@@ -99,9 +106,6 @@ class Detect:
                 dets = self._filter(self.detector.detect_batch(frames))
             valid = list(still_valid())
         return [d if ok else None for d, ok in zip(dets, valid)]
-
-    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        return self.detect_checked(frames, lambda: [True] * len(frames))  # type: ignore[return-value]
 
     def infer(self, batch: np.ndarray, infos: list) -> list[Detections]:
         return self._filter(self.detector.postprocess(self.detector.run_backend(batch), infos))
@@ -114,3 +118,48 @@ class Detect:
             if crops is not None:
                 crops = [c[k] if k is not None else c for c, k in zip(crops, keep)]
         return dets if crops is None else (dets, crops)
+
+
+class DetectStage(Stage):
+    """Detection on batches of frames from the rings. ``aligns``: the list has no align stage, so detect also
+    cuts each face's aligned crop — on the GPU from the frame it uploaded (the CPU warp cost 1-2 ms per 1080p
+    frame of ~10 faces), or, should the detector have fallen back to the CPU, with the CPU warp here."""
+
+    reads_frames = True
+
+    def __init__(self, config: DetectConfig, ring_sizes: list[tuple[int, int]], aligns: bool = False,
+                 batch_size: int = 1, batch_wait: float = 0.0) -> None:
+        self.config = config
+        self.ring_sizes = ring_sizes
+        self.aligns = aligns
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self.detect: Detect | None = None
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.detect = Detect(self.config)
+        pinned = sum(self.detect.register_frames(memory) for memory in ctx.frame_memory())
+        for h, w in dict.fromkeys(self.ring_sizes):
+            self.detect.warmup(h, w, self.batch_size)
+        log.info("detector: %s %s%s%s", self.config.model, self.detect.backend.describe(),
+                 f"; {pinned} frame ring(s) page-locked for direct uploads" if pinned else "",
+                 "; faces aligned on the GPU" if self.aligns and self.detect.aligns_on_device else "")
+
+    def process_batch(self, frames: list[np.ndarray | None], recs: list[Faces]) -> list[Faces | None]:
+        crops: list[np.ndarray] | None = [] if self.aligns and self.detect.aligns_on_device else None
+        found = self.detect.detect_checked(frames, lambda: [self.ctx.frame_valid(r.frame) for r in recs], crops)
+        out: list[Faces | None] = []
+        for k, (frame, rec, dets) in enumerate(zip(frames, recs, found)):
+            if dets is None:  # overwritten while we read it: drop, never use torn pixels
+                self.ctx.drop()
+                continue
+            faces = Faces(dets.boxes, dets.scores, dets.landmarks, frame=rec.frame)
+            if self.aligns:
+                faces.crops = crops[k] if crops is not None else align_faces(frame, dets.landmarks)
+            out.append(faces)
+        return out
+
+    def teardown(self) -> None:
+        if self.detect is not None:
+            self.detect.close()  # unlock the rings' pages before the runtime unmaps them
