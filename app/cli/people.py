@@ -249,7 +249,7 @@ def cmd_enrol(args) -> int:
 
     people = collect_enrolment(args.name, args.photos, args.folder)
     settings = load_settings(args)
-    gallery = _running_gallery(settings) or _gallery(settings)
+    gallery = _enrol_gallery(settings)
     try:
         analyzer = _analyzer(settings)
         outcomes = enrol(analyzer, gallery, people, settings.match_threshold, largest=args.largest,
@@ -261,18 +261,30 @@ def cmd_enrol(args) -> int:
     return 0 if any(o.ok for o in outcomes) else 1
 
 
-def _running_gallery(settings):
-    """The running pipeline's gallery, through its control socket (GalleryProxy), or None when none runs."""
+def _enrol_gallery(settings):
+    """The running pipeline's gallery through its control socket (a GalleryProxy), else the gallery opened
+    here; a pipeline that holds the gallery but is not serving yet (starting) is waited for a while."""
     from app.control.client import ControlClient, NoOwner
-    from app.library import socket_path
+    from app.gallery import GalleryBusy
+    from app.library import STARTING_WAIT, socket_path
+    from app.library.errors import GalleryUnavailable
     from app.library.proxy import GalleryProxy
 
-    client = ControlClient(socket_path(settings))
-    try:
-        where = client.call("status").get("gallery", "")
-    except NoOwner:
-        return None
-    return GalleryProxy(client.call, where)
+    path = socket_path(settings)
+    client = ControlClient(path)
+    deadline = time.monotonic() + STARTING_WAIT
+    while True:
+        try:
+            return GalleryProxy(client.call, client.call("status").get("gallery", ""))
+        except NoOwner:
+            pass
+        try:
+            return _gallery(settings)
+        except GalleryBusy as exc:
+            if time.monotonic() >= deadline:
+                raise GalleryUnavailable(f"{exc}, but it does not answer on {path}: if it is starting, try again "
+                                         "in a few seconds") from None
+            time.sleep(0.2)
 
 
 def _library(args):
