@@ -275,7 +275,7 @@ def _enrol_gallery(settings):
     deadline = time.monotonic() + STARTING_WAIT
     while True:
         try:
-            return GalleryProxy(client.call, client.call("status").get("gallery", ""))
+            return GalleryProxy(client.call, client.call("ping").get("gallery", ""))
         except NoOwner:
             pass
         try:

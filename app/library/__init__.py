@@ -101,7 +101,7 @@ def open_library(settings, timeout: float | None = None, wait: float = STARTING_
     deadline = time.monotonic() + wait
     while True:
         try:
-            client.call("status")
+            client.call("ping")
             return RemoteLibrary(settings, client)
         except NoOwner:
             pass

@@ -82,7 +82,7 @@ class GalleryOwner:
         self.ops: dict[str, Callable[..., Any]] = {
             name: getattr(self, name) for name in (
                 "people", "person", "lookup", "find", "rename", "merge", "remove", "remove_photo", "photo",
-                "add", "photo_owner", "search", "enrol_track", "correct_track", "tracks", "status")}
+                "add", "photo_owner", "search", "enrol_track", "correct_track", "tracks", "status", "ping")}
 
     # -- dispatch -------------------------------------------------------------------------------------
     def handle(self, op: str, args: dict) -> Any:
@@ -162,6 +162,10 @@ class GalleryOwner:
 
     def tracks(self) -> list[dict]:
         return [t.to_dict() for t in self._live("tracks").tracks()]
+
+    def ping(self) -> dict:
+        """Cheap liveness check (``status`` counts the gallery)."""
+        return {"running": self.live is not None, "gallery": self.gallery.where}
 
     def status(self) -> dict:
         count = self.gallery.count()
