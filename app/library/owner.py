@@ -21,17 +21,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.gallery.base import Gallery, GalleryError
-from app.gallery.base import GalleryUnavailable as _GalleryUnavailable
-from app.gallery.base import UnknownPerson as _UnknownPerson
 from app.library.errors import (
     BadRequest,
     DuplicateName,
-    GalleryUnavailable,
-    LibraryError,
     NotRunning,
     UnknownPerson,
     UnknownPhoto,
     UnknownTrack,
+    translated,
 )
 from app.library.negatives import Negatives
 from app.library.views import EnrolView, PersonView, PhotoView, TrackView
@@ -96,14 +93,11 @@ class GalleryOwner:
         with self.lock:
             try:
                 return fn(**args)
-            except LibraryError:
-                raise
-            except _UnknownPerson as exc:
-                raise UnknownPerson(str(exc)) from None
-            except _GalleryUnavailable as exc:
-                raise GalleryUnavailable(str(exc)) from None
             except (GalleryError, ValueError) as exc:
-                raise BadRequest(str(exc)) from None
+                ours = translated(exc)
+                if ours is exc:
+                    raise
+                raise ours from None
 
     # -- reading --------------------------------------------------------------------------------------
     def _view(self, person_id: str, payloads: list[dict] | None = None) -> PersonView:

@@ -143,3 +143,32 @@ def test_live_tracks_need_a_running_pipeline_and_can_be_enrolled_and_corrected(l
     assert library.tracks()[0].name is None
     assert library.search(obama_track) == [None, None]
     assert library.status()["corrections"] == len(obama_track)
+
+
+def test_open_library_finds_the_running_owner_or_opens_the_gallery(library, env_file):
+    from app.library import open_library
+    from app.settings import Settings
+
+    if library.running:
+        with open_library(Settings.load(str(env_file)), wait=0) as found:
+            assert found.running and found.status()["running"]
+    else:
+        library.close()  # the folder is free again: open_library opens it here
+        with open_library(Settings.load(str(env_file)), wait=0) as found:
+            assert not found.running and found.people() == []
+
+
+def test_a_gallery_of_another_model_refuses_an_enrolment_and_keeps_its_people(env_file, photo_embedder, media_dir):
+    from app.gallery import Embedder, open_gallery
+    from app.library import WrongModel
+    from app.library.client import LocalLibrary
+    from app.settings import Settings
+
+    settings = Settings.load(str(env_file))
+    with open_gallery(None, settings.qdrant_path, "faces", embedder=Embedder("other-model", "0" * 64)) as g:
+        g.add("Ada", np.eye(1, 512, dtype=np.float32))
+    with LocalLibrary(settings, embedder=photo_embedder) as library:
+        with pytest.raises(WrongModel, match="other-model") as err:
+            library.enrol_photos("Barack Obama", [photo(media_dir, "obama/obama.jpg")])
+        assert err.value.status == 409
+        assert [(p.name, p.embeddings) for p in library.people()] == [("Ada", 1)]
