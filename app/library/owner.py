@@ -11,6 +11,8 @@ Every check is made before anything is written, so a refused request changes not
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import logging
 import threading
@@ -258,20 +260,30 @@ class GalleryOwner:
             name = self._clean(name)
             if new:
                 self._free_name(name)
-        sources, filenames = [], []
-        for row in rows:
-            if row is None:
-                sources.append("")
-                filenames.append("")
-                continue
-            filename, data = str(row[0]), bytes(row[1])
-            if self.gallery.photos is None:
-                sources.append("")
-            else:
-                _, path = self.gallery.photos.put_bytes(data, photo_suffix(data, filename))
-                sources.append(str(path))
-            filenames.append(Path(filename).name)
-        result = self.gallery.add(name, x, person_id=person_id, source=sources, filenames=filenames)
+        sources, filenames, new_files = [], [], []
+        try:
+            for row in rows:
+                if row is None:
+                    sources.append("")
+                    filenames.append("")
+                    continue
+                filename, data = str(row[0]), bytes(row[1])
+                if self.gallery.photos is None:
+                    sources.append("")
+                else:
+                    kept = f"{hashlib.sha256(data).hexdigest()}{photo_suffix(data, filename)}"
+                    existed = self.gallery.photos.path(kept) is not None
+                    _, path = self.gallery.photos.put_bytes(data, photo_suffix(data, filename))
+                    if not existed:
+                        new_files.append(path)
+                    sources.append(str(path))
+                filenames.append(Path(filename).name)
+            result = self.gallery.add(name, x, person_id=person_id, source=sources, filenames=filenames)
+        except BaseException:  # a failed enrolment leaves no photo of its own behind
+            for path in new_files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
         self._done()
         if self.live is not None:
             self.live.enrolled()

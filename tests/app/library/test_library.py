@@ -3,6 +3,8 @@ process: the same results, and a refused request leaves the gallery as it was.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,33 @@ def test_a_gallery_of_another_model_refuses_an_enrolment_and_keeps_its_people(en
             library.enrol_photos("Barack Obama", [photo(media_dir, "obama/obama.jpg")])
         assert err.value.status == 409
         assert [(p.name, p.embeddings) for p in library.people()] == [("Ada", 1)]
+
+
+def test_a_failed_store_leaves_no_photo_behind(library, env_file, media_dir):
+    from app.settings import Settings
+
+    photos = Path(Settings.load(str(env_file)).qdrant_path) / "photos"
+    before = sorted(photos.glob("*")) if photos.is_dir() else []
+    with pytest.raises(BadRequest, match=r"embeddings must be \(N, 512\)"):
+        library.call("add", name="Someone", embeddings=np.ones((1, 10), np.float32),
+                     photos=[photo(media_dir, "biden/biden.jpg")])
+    assert (sorted(photos.glob("*")) if photos.is_dir() else []) == before
+    assert library.people() == []
+
+
+def test_a_correction_outlives_the_pipeline(library, env_file, media_dir, obama_track, photo_embedder):
+    """Corrections are kept beside the gallery: after the owner is gone, the faces corrected still do not match
+    the person they were said not to be, and other people still match."""
+    from app.library.client import LocalLibrary
+    from app.settings import Settings
+
+    if not library.running:
+        pytest.skip("corrections are made on a running pipeline's tracks")
+    obama = library.enrol_photos("Barack Obama", [photo(media_dir, "obama/obama.jpg")]).person
+    library.enrol_photos("Joe Biden", [photo(media_dir, "biden/biden.jpg")])
+    assert library.search(obama_track)[0].name == "Barack Obama"
+    library.correct_track(0, 7, obama.id)
+    library.stop_owner()
+    with LocalLibrary(Settings.load(str(env_file)), embedder=photo_embedder) as local:
+        assert local.search(obama_track) == [None, None]
+        assert local.search(photo_embedder.embed([photo(media_dir, "biden/biden2.jpg")]))[0].name == "Joe Biden"
