@@ -78,6 +78,8 @@ class GalleryOwner:
         self.lock = lock or threading.RLock()
         self.negatives = negatives or (live.negatives if live is not None else Negatives(negatives_path(settings)))
         self.socket = ""  # where this owner is served, for status()
+        self._changes = 0  # bumped by every change: status() recounts the people only after one
+        self._people_count: tuple[tuple[int, int], int] | None = None
         self.ops: dict[str, Callable[..., Any]] = {
             name: getattr(self, name) for name in (
                 "people", "person", "lookup", "find", "rename", "merge", "remove", "remove_photo", "photo",
@@ -165,7 +167,10 @@ class GalleryOwner:
 
     def status(self) -> dict:
         count = self.gallery.count()
-        people = len({p.get("person_id") for _, p in self.gallery.points_of()}) if count else 0
+        key = (count, self._changes)
+        if self._people_count is None or self._people_count[0] != key:  # a web page asks often: count once
+            self._people_count = (key, len(self.gallery.people()) if count else 0)
+        people = self._people_count[1]
         out = {"running": self.live is not None, "gallery": self.gallery.where, "people": people,
                "embeddings": count, "corrections": self.negatives.count(), "socket": self.socket}
         if self.live is not None:
@@ -190,6 +195,7 @@ class GalleryOwner:
 
     def _done(self) -> None:
         """Make the change durable before the reply says it is done."""
+        self._changes += 1
         self.gallery.flush()
 
     def rename(self, person_id: str, name: str) -> dict:
