@@ -119,6 +119,7 @@ class Identify:
         self.negatives = Negatives(negatives_path(settings) if gallery is None else None)
         self.lock = threading.RLock()
         self.queries = 0
+        self.changes = 0  # people stored here (STORE_UNKNOWN): the library's counts are stale after one
         self.retry_at = 0.0
         self.stored: set[tuple[int, int]] = set()  # (stream, track) already enrolled as unknown
 
@@ -242,6 +243,7 @@ class Identify:
             log.warning("%s; %s not stored", exc, name)
             return
         self.stored.add((stream, tid))
+        self.changes += 1
         log.info("stored %s (%d embedding written, %d spooled)", name, result.written, result.spooled)
 
     def close(self) -> None:
