@@ -239,12 +239,13 @@ class GalleryOwner:
         ids = self.gallery.photo_points(person_id, photo_id)
         if not ids:
             raise UnknownPhoto(f"person {person_id} ({view.name}) has no photo {photo_id!r}")
+        if len(ids) >= view.embeddings:  # a person is their embeddings: none left would delete them unasked
+            raise BadRequest(f"that photo holds all of {view.name}'s embeddings: remove the person instead")
         self.gallery.delete_points(ids)
         self._done()
         if self.live is not None:
             self.live.enrolled()  # their tracks are re-asked: the photo may have been what named them
-        left = [p for _, p in self.gallery.points_of(person_id)]
-        return (self._view(person_id, left) if left else PersonView(person_id, view.name, [], 0)).to_dict()
+        return self.person(person_id)
 
     def add(self, name: str | None, embeddings: np.ndarray, person_id: str | None = None,
             photos: list | None = None, new: bool = True, create: bool = False) -> dict:

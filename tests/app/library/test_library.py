@@ -113,6 +113,9 @@ def test_rename_merge_remove_photo_and_remove(library, media_dir):
     gone_photo = next(p for p in merged.photos if p.filename == "obama2.jpg")
     after = library.remove_photo(obama.id, gone_photo.id)
     assert after.embeddings == 1 and [p.filename for p in after.photos] == ["obama.jpg"]
+    with pytest.raises(BadRequest, match="remove the person instead"):  # the last one: not silently the person
+        library.remove_photo(obama.id, after.photos[0].id)
+    assert library.person(obama.id).embeddings == 1
     removed = library.remove(obama.id)
     assert removed.id == obama.id and removed.embeddings == 1
     assert library.people() == []
