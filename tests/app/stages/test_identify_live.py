@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.gallery import open_gallery
-from app.library.errors import UnknownTrack
+from app.library.errors import DuplicateName, UnknownTrack
 from app.library.owner import GalleryOwner
 from app.settings import Settings
 from app.stages.identify import Identify, TrackMemory
@@ -80,6 +80,11 @@ def test_an_ended_track_can_be_enrolled_until_it_expires(live):
     assert track["track_id"] == 5 and track["ended_at"] > 0 and track["embeddings"] == 2
     person = owner.handle("enrol_track", {"stream": 0, "track_id": 5, "name": "Ada"})
     assert person["embeddings"] == 2
+    identify(frame([6], [unit(7)]))
+    with pytest.raises(DuplicateName):  # "this is a new person called Ada": Ada exists
+        owner.handle("enrol_track", {"stream": 0, "track_id": 6, "name": "ADA"})
+    person = owner.handle("enrol_track", {"stream": 0, "track_id": 6, "person_id": "ada"})  # "this is Ada"
+    assert person["embeddings"] == 3 and names(identify, [6]) == ["Ada"]
     with pytest.raises(UnknownTrack):
         owner.handle("enrol_track", {"stream": 1, "track_id": 5, "name": "Other"})  # another stream's track 5
 
