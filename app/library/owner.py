@@ -197,17 +197,18 @@ class GalleryOwner:
             raise DuplicateName(f"{name!r} is already the name of person {others[0].person_id}: pick another "
                                 "name, or add the photos to that person")
 
-    def _done(self) -> None:
-        """Make the change durable before the reply says it is done."""
+    def _done(self, what: str) -> None:
+        """Make the change durable before the reply says it is done; say it in the owner's log."""
         self._changes += 1
         self.gallery.flush()
+        log.info("library: %s", what)
 
     def rename(self, person_id: str, name: str) -> dict:
         name = self._clean(name)
         self._view(person_id)
         self._free_name(name, person_id)
         self.gallery.rename(person_id, name, by_id=True)
-        self._done()
+        self._done(f"renamed {person_id} to {name!r}")
         if self.live is not None:
             self.live.renamed(person_id, name)
         return self.person(person_id)
@@ -218,7 +219,7 @@ class GalleryOwner:
         self._view(person_id)
         into = self._view(into_id)
         self.gallery.merge(person_id, into_id)
-        self._done()
+        self._done(f"merged {person_id} into {into_id}")
         self.negatives.move(person_id, into_id)
         if self.live is not None:
             self.live.merged(person_id, into_id, into.name)
@@ -227,7 +228,7 @@ class GalleryOwner:
     def remove(self, person_id: str) -> dict:
         view = self._view(person_id)
         self.gallery.remove(person_id, by_id=True)
-        self._done()
+        self._done(f"removed {person_id} ({view.embeddings} embedding(s))")
         self.negatives.drop(person_id)
         if self.live is not None:
             self.live.removed(person_id)
@@ -242,7 +243,7 @@ class GalleryOwner:
         if len(ids) >= view.embeddings:  # a person is their embeddings: none left would delete them unasked
             raise BadRequest(f"that photo holds all of {view.name}'s embeddings: remove the person instead")
         self.gallery.delete_points(ids)
-        self._done()
+        self._done(f"removed photo {photo_id} of {person_id} ({len(ids)} embedding(s))")
         if self.live is not None:
             self.live.enrolled()  # their tracks are re-asked: the photo may have been what named them
         return self.person(person_id)
@@ -295,7 +296,8 @@ class GalleryOwner:
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
-        self._done()
+        self._done(f"enrolled {result.person_id or name!r}: {result.written} new, {result.already} already, "
+                   f"{result.spooled} spooled")
         if self.live is not None:
             self.live.enrolled()
         pid = result.person_id or person_id or ""
@@ -335,6 +337,8 @@ class GalleryOwner:
         emb = self._track(stream, track_id)
         self._view(not_person_id)
         self.negatives.add(not_person_id, emb)
+        log.info("library: track %d of stream %d is not %s (%d correction(s) kept)", int(track_id), int(stream),
+                 not_person_id, len(emb))
         self.live.corrected(int(stream), int(track_id), not_person_id)
         track = next((t for t in self.live.tracks() if (t.stream, t.track_id) == (int(stream), int(track_id))), None)
         return track.to_dict() if track is not None else {}
