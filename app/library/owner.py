@@ -201,7 +201,8 @@ class GalleryOwner:
         """Make the change durable before the reply says it is done; say it in the owner's log."""
         self._changes += 1
         self.gallery.flush()
-        log.info("library: %s", what)
+        # the running pipeline's log says what others changed; a CLI run in this process prints it already
+        log.log(logging.INFO if self.live is not None else logging.DEBUG, "library: %s", what)
 
     def rename(self, person_id: str, name: str) -> dict:
         name = self._clean(name)
