@@ -283,6 +283,14 @@ def test_enrol_and_people_work_the_same_while_a_pipeline_owns_the_gallery(env, m
         out = capsys.readouterr().out
         assert "already enrolled as Barack Obama" in out and "matches Barack Obama (" in out
 
+        folder = Path(env).parent / "folder"
+        shutil.copytree(media_dir / "people/rose_leslie", folder / "rose_leslie")
+        (folder / "rose_leslie" / "name.txt").write_text("Rose Leslie\n")
+        assert run(env, "enrol", "--folder", str(folder)) == 0  # a folder's person ids travel too
+        assert "enrolled Rose Leslie: 2 photo(s)" in capsys.readouterr().out
+        assert run(env, "people", "remove", "rose_leslie", "--id") == 0
+        capsys.readouterr()
+
         assert run(env, "people", "merge", "Joe Biden", "barack obama") == 0
         assert capsys.readouterr().out.strip() == ("merged Joe Biden (id joe-biden, 1 embedding(s)) into "
                                                    "Barack Obama (id barack-obama, now 2 embedding(s))")
