@@ -91,6 +91,12 @@ class TrackMemory:
                 self.embeddings.pop(key, None)
                 self.last_seen.pop(key, None)
 
+    def relabel(self, fn, only: tuple[int, int] | None = None) -> None:
+        """Apply a library change to the names ended tracks had (what ``tracks()`` shows of them)."""
+        for key, (when, label) in list(self.ended.items()):
+            if only is None or key == only:
+                self.ended[key] = (when, fn(label))
+
     def live(self) -> list[tuple[int, int]]:
         return [k for k in self.embeddings if k not in self.ended]
 
@@ -214,17 +220,23 @@ class Identify:
     def renamed(self, person_id: str, name: str) -> None:
         for votes in self.votes.values():
             votes.rename(person_id, name)
+        self.memory.relabel(lambda lb: Label(name, person_id, lb.score, lb.votes) if lb.person_id == person_id
+                            else lb)
 
     def merged(self, person_id: str, into_id: str, name: str) -> None:
         for votes in self.votes.values():
             votes.move(person_id, into_id, name)
+        self.memory.relabel(lambda lb: Label(name, into_id, lb.score, lb.votes) if lb.person_id == person_id
+                            else lb)
 
     def removed(self, person_id: str) -> None:
         for votes in self.votes.values():
             votes.drop_person(person_id)
+        self.memory.relabel(lambda lb: Label(None, None, 0.0, 0) if lb.person_id == person_id else lb)
 
     def corrected(self, stream: int, track_id: int, person_id: str) -> None:
         self._votes(stream).clear(track_id)
+        self.memory.relabel(lambda lb: Label(None, None, 0.0, 0), only=(stream, track_id))
 
     def status(self) -> dict:
         from app.gallery.outage import status_text

@@ -87,6 +87,18 @@ def test_an_ended_track_can_be_enrolled_until_it_expires(live):
     assert person["embeddings"] == 3 and names(identify, [6]) == ["Ada"]
     with pytest.raises(UnknownTrack):
         owner.handle("enrol_track", {"stream": 1, "track_id": 5, "name": "Other"})  # another stream's track 5
+    identify(frame([8], [ada]))  # a live face of Ada: named; then it ends, and changes still reach its label
+    identify(Faces(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32),
+                   track_ids=np.zeros(0, np.int64)), removed=[8])
+
+    def ended_name():
+        return next(t["name"] for t in owner.handle("tracks", {}) if t["track_id"] == 8)
+
+    assert ended_name() == "Ada"
+    owner.handle("rename", {"person_id": "ada", "name": "Ada L."})
+    assert ended_name() == "Ada L."
+    owner.handle("correct_track", {"stream": 0, "track_id": 8, "not_person_id": "ada"})
+    assert ended_name() is None
 
 
 def test_track_memory_keeps_the_latest_embeddings_and_forgets_ended_tracks_after_a_while():
