@@ -141,11 +141,12 @@ class Identify:
 
     def _identify(self, faces: Faces, stream: int, removed: list[int] | None) -> Faces:
         votes = self._votes(stream)
-        if faces.query is not None and len(faces.query) and time.monotonic() >= self.retry_at:
+        if faces.query is not None and len(faces.query):
             tids = [int(faces.track_ids[row]) for row in faces.query]
-            for tid, emb in zip(tids, faces.embeddings):
+            for tid, emb in zip(tids, faces.embeddings):  # kept even while the gallery is down: still enrollable
                 self.memory.add(stream, tid, emb)
-            self._ask(stream, tids, faces.embeddings)
+            if time.monotonic() >= self.retry_at:
+                self._ask(stream, tids, faces.embeddings)
         if faces.track_ids is not None:
             self.memory.seen(stream, faces.track_ids[faces.track_ids >= 0].tolist(), time.time())
         if removed:
