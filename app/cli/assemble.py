@@ -15,10 +15,11 @@ from app.runtime import Layout, Step
 from app.settings import Settings
 from app.stages.align import AlignStage
 from app.stages.capture import Capture, VideoSource, parse_source
-from app.stages.detect import DetectStage
+from app.stages.detect import DetectConfig, DetectStage
 from app.stages.display import DisplayStage
-from app.stages.embed_track import EmbedTrackStage
+from app.stages.embed_track import EmbedConfig, EmbedTrackStage
 from app.stages.identify import IdentifyStage
+from app.stages.models import stage_threads
 
 CROP_BYTES = 112 * 112 * 3
 EMBED_BYTES = 512 * 4
@@ -116,6 +117,8 @@ def assemble(settings: Settings, request: RunRequest, options: OutputOptions | N
     q = settings.queue_size if every else min(2 * streams, 64)
     in_hand = 3 * settings.detect_batch + 4  # a batch in detect, two in embed+track (one held while the next runs)
     slots = 5 * q + in_hand + 4 if every else min(5 * q + 8, max(16, 2 * math.ceil(5 * q / streams) + 8))
+    if request.single_process:  # one frame at a time: it and the one being decoded, no queue
+        q, slots = 1, 2
     n = settings.max_faces
     aligns = detect_aligns(settings)
     sizes = [(h, w) for w, h, _ in probes]
@@ -123,16 +126,21 @@ def assemble(settings: Settings, request: RunRequest, options: OutputOptions | N
     names = {i: spec.display_name for i, spec in enumerate(specs)}
     options = options or output_options(settings, request, fps, names,
                                         sizes={i: (w, h) for i, (w, h, _) in enumerate(probes)})
-    threads = settings.decoder_threads()
+    # on processes detect and embed+track run side by side: half the cores each; in one process one stage runs
+    # at a time, with every core (and the decoder with FFmpeg's own choice), as the one-process baseline always did
+    single = request.single_process
+    threads = None if single else stage_threads(settings)
+    batch, wait = settings.detect_batch, settings.batch_wait_ms / 1000.0
     steps = [Step(f"capture{i}" if streams > 1 else "capture",
-                  Capture(spec.raw, i, settings.reconnect_max_delay, threads, request.max_frames, request.realtime,
-                          request.loops), "frames", 4096)
+                  Capture(spec.raw, i, settings.reconnect_max_delay, 0 if single else settings.decoder_threads(),
+                          request.max_frames, request.realtime, request.loops), "frames", 4096)
              for i, spec in enumerate(specs)]
-    steps.append(Step("detect", DetectStage(settings, sizes, aligns), "detections",
-                      65536 + n * ((CROP_BYTES if aligns else 0) + 64)))
+    steps.append(Step("detect", DetectStage(DetectConfig.of(settings, threads), sizes, aligns, batch, wait),
+                      "detections", 65536 + n * ((CROP_BYTES if aligns else 0) + 64)))
     if not aligns:
         steps.append(Step("align", AlignStage(), "crops", 65536 + n * (CROP_BYTES + 64)))
-    steps += [Step("embed+track", EmbedTrackStage(settings, fps), "tracks", 65536 + n * (EMBED_BYTES + 96)),
+    steps += [Step("embed+track", EmbedTrackStage(EmbedConfig.of(settings, threads), fps, batch, wait), "tracks",
+                   65536 + n * (EMBED_BYTES + 96)),
               Step("identify", IdentifyStage(settings), "named", 65536 + n * 160),
               Step("display", DisplayStage(options, names))]
     for step in steps:

@@ -6,12 +6,12 @@ from app.runtime.context import StageContext, StopStage
 from app.runtime.inline import Inline
 from app.runtime.metrics import Metrics, MetricsSpec, StageMetrics, StageStats
 from app.runtime.queue import QueueBroken, QueueSpec, RecordQueue
-from app.runtime.record import End, encoded_size
+from app.runtime.record import End
 from app.runtime.ring import FrameRing, RingSpec, ring_name
 from app.runtime.supervisor import Pipeline, PipelineResult, StageFailure
 
 __all__ = [
     "End", "FrameRing", "Inline", "Layout", "Metrics", "MetricsSpec", "Pipeline", "PipelineResult", "QueueBroken",
     "QueueSpec", "RecordQueue", "RingSpec", "StageContext", "StageFailure", "StageMetrics", "StageStats", "Step",
-    "StopStage", "build_pipeline", "encoded_size", "ring_name",
+    "StopStage", "build_pipeline", "ring_name",
 ]

@@ -34,7 +34,7 @@ class Inline:
         KeyboardInterrupt goes through (after every stage is torn down)."""
         names = [s.name for s in (*self.sources, *self.stages)]
         metrics = Metrics.create(names)
-        rings = {ring_name(i): FrameRing.create(2, h, w) for i, (h, w) in self.layout.frames.items()}
+        rings = {ring_name(i): FrameRing.create(self.layout.slots, h, w) for i, (h, w) in self.layout.frames.items()}
         ctxs = {name: StageContext(name, rings, {}, {}, self.stop, metrics) for name in names}
         source: Source = self.sources[0].stage  # type: ignore[assignment]
         started = []

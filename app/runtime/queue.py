@@ -182,9 +182,6 @@ class RecordQueue:
         """Times a process took the inner lock over from a holder that had died in it."""
         return int(self._h[_Q_RECOVERED])
 
-    @property
-    def capacity(self) -> int:
-        return self.spec.capacity
 
     # -- inner lock --------------------------------------------------------------------------------------
     def _acquire(self) -> None:

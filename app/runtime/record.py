@@ -62,11 +62,6 @@ def layout(rec: Faces | End) -> tuple[bytes, bytes, list[np.ndarray], list[int],
     return desc, text, values, offsets, off
 
 
-def encoded_size(rec: Faces | End) -> int:
-    """Bytes ``rec`` takes in a queue slot (to size ``slot_bytes``)."""
-    return layout(rec)[4]
-
-
 def encode_into(buf: memoryview, base: int, rec: Faces | End, room: int, where: str) -> None:
     """Write ``rec`` at ``buf[base:]``; ``room`` bytes are there (``where`` names the queue in the error)."""
     desc, text, values, offsets, total = layout(rec)

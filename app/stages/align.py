@@ -7,13 +7,6 @@ import numpy as np
 from app.protocol import Context, Stage
 from app.types import Faces
 from engines.align import align_faces
-from engines.types import Detections
-
-
-class Align:
-    def __call__(self, frame: np.ndarray, dets: Detections) -> np.ndarray:
-        """(N, 112, 112, 3) uint8 crops, one per detection, in detection order."""
-        return align_faces(frame, dets.landmarks)
 
 
 class AlignStage(Stage):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from app.protocol import Context, Stage
 from app.settings import Settings
-from app.stages.models import model_kwargs, stage_threads
+from app.stages.models import ModelLoad
 from app.types import Faces
 from engines.align import align_faces
 from engines.model_zoo import load_detector
@@ -22,14 +23,31 @@ from engines.types import Detections
 log = logging.getLogger("facestream.stage")
 
 
+@dataclass(frozen=True)
+class DetectConfig:
+    """What detection takes from the settings (DETECTOR_MODEL, DETECTOR_BACKEND, DET_*, MAX_FACES, MIN_FACE)."""
+
+    model: str
+    backend: str
+    load: ModelLoad
+    score_threshold: float
+    nms_threshold: float
+    max_faces: int
+    min_face: int
+
+    @classmethod
+    def of(cls, settings: Settings, threads: int | None = None) -> DetectConfig:
+        return cls(settings.detector_model, settings.detector_backend, ModelLoad.of(settings, threads),
+                   settings.det_threshold, settings.nms_threshold, settings.max_faces, settings.min_face)
+
+
 class Detect:
-    def __init__(self, settings: Settings, warn: Callable[[str], None] | None = None,
-                 threads: int | None = None) -> None:
-        self.min_face = settings.min_face
+    def __init__(self, config: DetectConfig, warn: Callable[[str], None] | None = None) -> None:
+        self.min_face = config.min_face
+        size = config.load.det_size
         self.detector = load_detector(
-            settings.detector_model, settings.detector_backend, **model_kwargs(settings, warn, threads),
-            input_size=(settings.det_size, settings.det_size), score_threshold=settings.det_threshold,
-            nms_threshold=settings.nms_threshold, max_faces=settings.max_faces,
+            config.model, config.backend, **config.load.kwargs(warn), input_size=(size, size),
+            score_threshold=config.score_threshold, nms_threshold=config.nms_threshold, max_faces=config.max_faces,
         )
 
     @property
@@ -52,7 +70,7 @@ class Detect:
         if self.backend.on_gpu:
             for b in range(1, batches + 1):
                 self([np.zeros((height, width, 3), np.uint8)] * b)
-        if self.aligns:  # an empty frame has no face to warp: load the warp's kernels with a made-up one
+        if self.aligns_on_device:  # an empty frame has no face to warp: load the warp's kernels with a made-up one
             import torch
 
             from engines.align import template
@@ -62,16 +80,16 @@ class Detect:
             warp_faces(frame, [template()[None]])
 
     @property
-    def aligns(self) -> bool:
-        """The detector also cuts each face's aligned crop, on the GPU from the frame it uploaded: the align
-        stage then only passes the crops on (the CPU warp cost 1-2 ms per 1080p frame of ~10 faces)."""
+    def aligns_on_device(self) -> bool:
+        """The detector can cut each face's aligned crop on the GPU from the frame it uploaded (the CPU warp
+        cost 1-2 ms per 1080p frame of ~10 faces): what a list without an align stage relies on."""
         return self.backend.on_gpu and hasattr(self.detector, "detect_align_batch")
 
     def detect_checked(self, frames: list[np.ndarray], still_valid,
                        crops: list | None = None) -> list[Detections | None]:
         """Detect in frames read from shared memory. ``still_valid()`` returns one bool per frame, False
         where it was overwritten while being read (asked once the pixels have been consumed: letterboxed or
-        uploaded); such a frame's result is None. With ``crops`` (a list, and ``aligns``) it receives each
+        uploaded); such a frame's result is None. With ``crops`` (a list, and ``aligns_on_device``) it receives each
         frame's aligned face crops, row for row with its detections."""
         if hasattr(self.detector, "preprocess"):
             batch, infos = self.detector.preprocess(frames)
@@ -80,7 +98,7 @@ class Detect:
                 return [None] * len(frames)
             dets = self.infer(batch, infos)
         else:  # GPU fast path: the upload is the first step
-            if crops is not None and self.aligns:
+            if crops is not None and self.aligns_on_device:
                 dets, warped = self.detector.detect_align_batch(frames)
                 dets, warped = self._filter(dets, warped)
                 crops.extend(warped)
@@ -88,9 +106,6 @@ class Detect:
                 dets = self._filter(self.detector.detect_batch(frames))
             valid = list(still_valid())
         return [d if ok else None for d, ok in zip(dets, valid)]
-
-    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        return self.detect_checked(frames, lambda: [True] * len(frames))  # type: ignore[return-value]
 
     def infer(self, batch: np.ndarray, infos: list) -> list[Detections]:
         return self._filter(self.detector.postprocess(self.detector.run_backend(batch), infos))
@@ -112,27 +127,27 @@ class DetectStage(Stage):
 
     reads_frames = True
 
-    def __init__(self, settings: Settings, ring_sizes: list[tuple[int, int]], aligns: bool = False) -> None:
-        self.settings = settings
+    def __init__(self, config: DetectConfig, ring_sizes: list[tuple[int, int]], aligns: bool = False,
+                 batch_size: int = 1, batch_wait: float = 0.0) -> None:
+        self.config = config
         self.ring_sizes = ring_sizes
         self.aligns = aligns
-        self.batch_size = settings.detect_batch
-        self.batch_wait = settings.batch_wait_ms / 1000.0
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
         self.detect: Detect | None = None
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.detect = Detect(self.settings, threads=stage_threads(self.settings))
+        self.detect = Detect(self.config)
         pinned = sum(self.detect.register_frames(memory) for memory in ctx.frame_memory())
-        self.gpu_align = self.aligns and self.detect.aligns
         for h, w in dict.fromkeys(self.ring_sizes):
             self.detect.warmup(h, w, self.batch_size)
-        log.info("detector: %s %s%s%s", self.settings.detector_model, self.detect.backend.describe(),
+        log.info("detector: %s %s%s%s", self.config.model, self.detect.backend.describe(),
                  f"; {pinned} frame ring(s) page-locked for direct uploads" if pinned else "",
-                 "; faces aligned on the GPU" if self.gpu_align else "")
+                 "; faces aligned on the GPU" if self.aligns and self.detect.aligns_on_device else "")
 
     def process_batch(self, frames: list[np.ndarray | None], recs: list[Faces]) -> list[Faces | None]:
-        crops: list[np.ndarray] | None = [] if self.gpu_align else None
+        crops: list[np.ndarray] | None = [] if self.aligns and self.detect.aligns_on_device else None
         found = self.detect.detect_checked(frames, lambda: [self.ctx.frame_valid(r.frame) for r in recs], crops)
         out: list[Faces | None] = []
         for k, (frame, rec, dets) in enumerate(zip(frames, recs, found)):

@@ -26,7 +26,7 @@ import numpy as np
 
 from app.protocol import Context, Stage
 from app.settings import Settings
-from app.stages.models import model_kwargs, stage_threads
+from app.stages.models import ModelLoad
 from app.tracking.bytetrack import ByteTracker, TrackResult
 from app.tracking.identity import QuerySchedule
 from app.types import Faces
@@ -62,13 +62,38 @@ class Pending:
     embeddings: Callable[[], np.ndarray]
 
 
+@dataclass(frozen=True)
+class EmbedConfig:
+    """What embedding and tracking take from the settings (EMBEDDER_MODEL, EMBEDDING_BACKEND, EMBED_*, the
+    tracker's and the identities' thresholds)."""
+
+    model: str
+    backend: str
+    load: ModelLoad
+    batch: int
+    interval: int  # 0: auto (every frame on a GPU, every third on a CPU)
+    track_thresh: float
+    match_thresh: float
+    track_buffer: int
+    drift_threshold: float
+    refresh_frames: int
+    identity_break: float
+
+    @classmethod
+    def of(cls, settings: Settings, threads: int | None = None) -> EmbedConfig:
+        s = settings
+        return cls(s.embedder_model, s.embedding_backend, ModelLoad.of(s, threads), s.embed_batch, s.embed_interval,
+                   s.track_thresh, s.match_thresh, s.track_buffer, s.drift_threshold, s.refresh_frames,
+                   s.identity_break)
+
+
 class EmbedTrack:
-    def __init__(self, settings: Settings, fps: float | dict[int, float] = 30.0,
-                 warn: Callable[[str], None] | None = None, threads: int | None = None) -> None:
-        self.settings = settings
+    def __init__(self, config: EmbedConfig, fps: float | dict[int, float] = 30.0,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.config = config
         self.fps = fps
-        self.embedder = load_embedder(settings.embedder_model, settings.embedding_backend,
-                                      **model_kwargs(settings, warn, threads), batch_size=settings.embed_batch)
+        self.embedder = load_embedder(config.model, config.backend, **config.load.kwargs(warn),
+                                      batch_size=config.batch)
         self.trackers: dict[int, ByteTracker] = {}
         self.identities: dict[int, QuerySchedule] = {}
         self.aliases: dict[int, dict[int, int]] = {}
@@ -77,7 +102,7 @@ class EmbedTrack:
         self._next_id = 1
         # auto: a GPU embeds every face of every frame with time to spare; two CPU cores cannot (720p: 22 fps
         # embedding every frame, 35 fps every third), and a face's name changes far slower than that
-        self.interval = settings.embed_interval or (1 if self.backend.on_gpu else 3)
+        self.interval = config.interval or (1 if self.backend.on_gpu else 3)
 
     @property
     def backend(self):
@@ -90,15 +115,15 @@ class EmbedTrack:
         if self.backend.on_gpu:
             sizes = getattr(self.embedder, "buckets", None)  # the GPU adapter's padded sizes: one graph each
             if not sizes:
-                sizes = [1 << k for k in range(self.settings.embed_batch.bit_length())]
+                sizes = [1 << k for k in range(self.config.batch.bit_length())]
             for b in sizes:
                 self.embedder.embed(np.zeros((b, 112, 112, 3), np.uint8))
         else:
-            self.embedder.embed(np.zeros((self.settings.embed_batch, 112, 112, 3), np.uint8))
+            self.embedder.embed(np.zeros((self.config.batch, 112, 112, 3), np.uint8))
 
     def _for_stream(self, stream: int) -> tuple[ByteTracker, QuerySchedule]:
         if stream not in self.trackers:
-            s = self.settings
+            s = self.config
             fps = self.fps.get(stream, 30.0) if isinstance(self.fps, dict) else self.fps
             self.trackers[stream] = ByteTracker(fps=fps, track_thresh=s.track_thresh, match_thresh=s.match_thresh,
                                                 track_buffer=s.track_buffer)
@@ -122,19 +147,12 @@ class EmbedTrack:
                 sid = alias[tid] = self._new_id()
             else:
                 sim = identities.similarity(sid, embeddings[k])
-                if sim is not None and sim < self.settings.identity_break:
+                if sim is not None and sim < self.config.identity_break:
                     broken.append(sid)
                     identities.forget([sid])
                     sid = alias[tid] = self._new_id()
             shown[k] = sid
         return shown, broken
-
-    def __call__(self, faces: Faces, crops: np.ndarray, stream: int = 0, frame_index: int | None = None) -> Faces:
-        return self.batch([(faces, crops, stream, frame_index)])[0]
-
-    def batch(self, items: list[tuple[Faces, np.ndarray, int, int | None]]) -> list[Faces]:
-        """Several frames (of any streams) at once: track each, then embed every face due in one batch."""
-        return self.collect(self.submit(items))
 
     @property
     def overlaps(self) -> bool:
@@ -231,19 +249,20 @@ class EmbedTrackStage(Stage):
     taking the next: it hands on the batch before, and holds none back when nothing else is queued (live: no
     frame waits for one that may not come) or the embedder cannot run in the background (CPU)."""
 
-    def __init__(self, settings: Settings, fps: dict[int, float]) -> None:
-        self.settings = settings
+    def __init__(self, config: EmbedConfig, fps: dict[int, float], batch_size: int = 1,
+                 batch_wait: float = 0.0) -> None:
+        self.config = config
         self.fps = fps
-        self.batch_size = settings.detect_batch  # frames per batch; their faces go in EMBED_BATCH chunks
-        self.batch_wait = settings.batch_wait_ms / 1000.0
+        self.batch_size = batch_size  # frames per batch; their faces go in EMBED_BATCH chunks
+        self.batch_wait = batch_wait
         self.held: tuple | None = None  # (records, pending embedding) of the batch handed on after the next
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.embed = EmbedTrack(self.settings, self.fps, threads=stage_threads(self.settings))
+        self.embed = EmbedTrack(self.config, self.fps)
         self.embed.warmup()
         every = "frame" if self.embed.interval == 1 else f"{self.embed.interval} frames"
-        log.info("embedder: %s %s; each track embedded every %s", self.settings.embedder_model,
+        log.info("embedder: %s %s; each track embedded every %s", self.config.model,
                  self.embed.backend.describe(), every)
 
     def process_batch(self, frames: list, recs: list[Faces]) -> list[Faces | None]:

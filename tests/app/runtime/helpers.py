@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.runtime.record import End
+from app.runtime.record import End, layout
 from app.runtime.ring import FrameRing
 from app.types import Faces, FrameRef
 
@@ -31,3 +31,8 @@ def copy_frame(ring: FrameRing, seq: int, out: np.ndarray | None = None) -> np.n
         out = np.empty_like(view)
     np.copyto(out, view)
     return out if ring.still_valid(seq) else None
+
+
+def encoded_size(r) -> int:
+    """Bytes ``r`` takes in a queue slot."""
+    return layout(r)[4]

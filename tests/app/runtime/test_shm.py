@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from app.runtime.queue import RecordQueue
-from app.runtime.record import encoded_size
 from app.runtime.ring import FrameRing
-from tests.app.runtime.helpers import copy_frame, end, is_end, rec
+from tests.app.runtime.helpers import copy_frame, encoded_size, end, is_end, rec
 
 SPAWN = mp.get_context("spawn")
 

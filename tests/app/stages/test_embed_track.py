@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from app.settings import Settings
-from app.stages.align import Align
-from app.stages.detect import Detect
-from app.stages.embed_track import EmbedTrack
+from app.stages.detect import Detect, DetectConfig
+from app.stages.embed_track import EmbedConfig, EmbedTrack
 from app.types import Faces, FrameRef
+from engines.align import align_faces
+from tests.app.stages.helpers import detect_all, embed_batch, embed_one
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +19,9 @@ def obama(checkpoint_dir, media_dir):
     """(Faces, crops) of the one face in a shared photo."""
     settings = Settings(checkpoint_dir=str(checkpoint_dir))
     image = cv2.imread(str(media_dir / "people/obama/obama.jpg"))
-    dets = Detect(settings)([image])[0]
+    dets = detect_all(Detect(DetectConfig.of(settings)), [image])[0]
     assert len(dets) == 1
-    return Faces(dets.boxes, dets.scores, dets.landmarks), Align()(image, dets)
+    return Faces(dets.boxes, dets.scores, dets.landmarks), align_faces(image, dets.landmarks)
 
 
 def counting(stage: EmbedTrack) -> list[int]:
@@ -38,11 +39,11 @@ def counting(stage: EmbedTrack) -> list[int]:
 
 def test_interval_three_embeds_a_steady_face_on_every_third_frame(checkpoint_dir, obama):
     faces, crops = obama
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3))
+    stage = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)))
     calls = counting(stage)
     ids, queried = [], []
     for i in range(10):
-        out = stage(faces, crops, frame_index=i)
+        out = embed_one(stage, faces, crops, frame_index=i)
         ids.append(int(out.track_ids[0]))
         queried.append(len(out.query))
     assert sum(calls) == 4  # frames 0, 3, 6, 9
@@ -52,26 +53,27 @@ def test_interval_three_embeds_a_steady_face_on_every_third_frame(checkpoint_dir
 
 def test_interval_one_embeds_every_frame(checkpoint_dir, obama):
     faces, crops = obama
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1))
+    stage = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)))
     calls = counting(stage)
     for i in range(5):
-        stage(faces, crops, frame_index=i)
+        embed_one(stage, faces, crops, frame_index=i)
     assert sum(calls) == 5
 
 
 def test_auto_interval_embeds_every_third_frame_on_a_cpu(checkpoint_dir):
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir)))  # EMBED_INTERVAL=0: auto
+    stage = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir))))  # EMBED_INTERVAL=0: auto
     assert not stage.backend.on_gpu and stage.interval == 3
 
 
 def test_a_batch_of_two_streams_equals_two_separate_calls(checkpoint_dir, obama):
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
-    together, apart = EmbedTrack(settings), EmbedTrack(settings)
+    together, apart = EmbedTrack(EmbedConfig.of(settings)), EmbedTrack(EmbedConfig.of(settings))
     calls = counting(together)
     for i in range(3):
-        a, b = together.batch([(faces, crops, 0, i), (faces, crops, 1, i)])
-        c, d = apart(faces, crops, stream=0, frame_index=i), apart(faces, crops, stream=1, frame_index=i)
+        a, b = embed_batch(together, [(faces, crops, 0, i), (faces, crops, 1, i)])
+        c = embed_one(apart, faces, crops, stream=0, frame_index=i)
+        d = embed_one(apart, faces, crops, stream=1, frame_index=i)
         assert np.array_equal(a.track_ids, c.track_ids) and np.array_equal(b.track_ids, d.track_ids)
         assert a.track_ids[0] != b.track_ids[0]  # each stream has its own tracker and ids
         np.testing.assert_allclose(a.embeddings, c.embeddings, atol=1e-5)
@@ -99,9 +101,9 @@ def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
-    stage = EmbedTrackStage(settings, {0: 30.0})
-    stage.embed = EmbedTrack(settings)
-    reference = EmbedTrack(settings)
+    stage = EmbedTrackStage(EmbedConfig.of(settings), {0: 30.0})
+    stage.embed = EmbedTrack(EmbedConfig.of(settings))
+    reference = EmbedTrack(EmbedConfig.of(settings))
     ctx = stage.ctx = _Ctx()
 
     def recs(first: int, n: int) -> tuple[list, list[Faces]]:
@@ -110,7 +112,7 @@ def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(
 
     ctx.waiting = 3
     assert not stage.embed.overlaps and [r.frame.seq for r in stage.process_batch(*recs(0, 2))] == [0, 1]
-    stage.embed, reference = EmbedTrack(settings), EmbedTrack(settings)
+    stage.embed, reference = EmbedTrack(EmbedConfig.of(settings)), EmbedTrack(EmbedConfig.of(settings))
     monkeypatch.setattr(EmbedTrack, "overlaps", property(lambda self: True))  # as the GPU adapter
 
     ctx.waiting = 3  # more queued: this batch is held
@@ -124,9 +126,9 @@ def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(
     assert stage.process_batch(*recs(5, 1)) == []
     out += stage.finish()  # end of stream
     assert [r.frame.seq for r in out] == [0, 1, 2, 3, 4, 5]
-    want = reference.batch([(faces, crops, 0, i) for i in range(2)])
-    want += reference.batch([(faces, crops, 0, i) for i in range(2, 4)])
-    want += reference.batch([(faces, crops, 0, 4)]) + reference.batch([(faces, crops, 0, 5)])
+    want = embed_batch(reference, [(faces, crops, 0, i) for i in range(2)])
+    want += embed_batch(reference, [(faces, crops, 0, i) for i in range(2, 4)])
+    want += embed_batch(reference, [(faces, crops, 0, 4)]) + embed_batch(reference, [(faces, crops, 0, 5)])
     for rec, w in zip(out, want):
         assert np.array_equal(rec.track_ids, w.track_ids)
         np.testing.assert_allclose(rec.embeddings, w.embeddings, atol=1e-5)
@@ -139,9 +141,9 @@ def biden_crops(checkpoint_dir, media_dir):
     """The aligned crop of another person's face (drawn in Obama's box below: a cut with the face in place)."""
     settings = Settings(checkpoint_dir=str(checkpoint_dir))
     image = cv2.imread(str(media_dir / "people/biden/biden.jpg"))
-    dets = Detect(settings)([image])[0]
+    dets = detect_all(Detect(DetectConfig.of(settings)), [image])[0]
     assert len(dets) == 1
-    return Align()(image, dets)
+    return align_faces(image, dets.landmarks)
 
 
 @pytest.fixture
@@ -149,7 +151,7 @@ def gallery_of_obama(tmp_path, checkpoint_dir, obama):
     from app.gallery import open_gallery
 
     gallery = open_gallery(None, tmp_path, "faces")
-    embedder = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir))).embedder
+    embedder = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir)))).embedder
     gallery.add("obama", embedder.embed(obama[1]))
     yield gallery
     gallery.close()
@@ -168,16 +170,16 @@ def test_a_cut_with_the_new_face_in_the_old_box_ends_the_name_even_when_the_trac
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
-    stage, identify = EmbedTrack(settings), Identify(settings, gallery=gallery_of_obama)
+    stage, identify = EmbedTrack(EmbedConfig.of(settings)), Identify(settings, gallery=gallery_of_obama)
     calls = counting(stage)
     for i in range(4):
-        out = identify(stage(with_scene(faces, 0), crops, frame_index=i))
+        out = identify(embed_one(stage, with_scene(faces, 0), crops, frame_index=i))
         assert out.names == ["obama"]
     old = int(out.track_ids[0])
     cosine = float(stage.embedder.embed(biden_crops)[0] @ stage.embedder.embed(crops)[0])
     embedded = sum(calls)
     for i in range(4, 7):
-        out = stage(with_scene(faces, 1), biden_crops, frame_index=i)
+        out = embed_one(stage, with_scene(faces, 1), biden_crops, frame_index=i)
         if i == 4:
             assert sum(calls) == embedded + 1  # out of turn
             assert int(out.track_ids[0]) != old and out.removed == [old]
@@ -193,25 +195,25 @@ def test_without_a_scene_signal_the_cut_face_is_still_never_named_on_a_frame_it_
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
-    stage, identify = EmbedTrack(settings), Identify(settings, gallery=gallery_of_obama)
-    assert identify(stage(faces, crops, frame_index=0)).names == ["obama"]
-    out = stage(faces, biden_crops, frame_index=1)
+    stage, identify = EmbedTrack(EmbedConfig.of(settings)), Identify(settings, gallery=gallery_of_obama)
+    assert identify(embed_one(stage, faces, crops, frame_index=0)).names == ["obama"]
+    out = embed_one(stage, faces, biden_crops, frame_index=1)
     assert identify(out, removed=out.removed).names == ["unknown"]
 
 
 def test_a_box_that_jumps_is_embedded_out_of_turn_and_keeps_its_id_when_the_face_is_the_same(checkpoint_dir, obama):
     faces, crops = obama
-    stage = EmbedTrack(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3))
+    stage = EmbedTrack(EmbedConfig.of(Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)))
     calls = counting(stage)
     for i in range(4):
-        out = stage(faces, crops, frame_index=i)
+        out = embed_one(stage, faces, crops, frame_index=i)
     tid, embedded = int(out.track_ids[0]), sum(calls)
     w = float(faces.boxes[0, 2] - faces.boxes[0, 0])
     moved = Faces(faces.boxes + np.array([0.4 * w, 0, 0.4 * w, 0], np.float32), faces.scores, faces.landmarks)
-    out = stage(moved, crops, frame_index=4)  # not due (embedded on 3), but its box did not follow the track
+    out = embed_one(stage, moved, crops, frame_index=4)  # not due (embedded on 3), but its box did not follow the track
     assert sum(calls) == embedded + 1
     assert int(out.track_ids[0]) == tid  # the same face: IDENTITY_BREAK keeps the track
-    out = stage(moved, crops, frame_index=5)  # steady again: back to every third frame
+    out = embed_one(stage, moved, crops, frame_index=5)  # steady again: back to every third frame
     assert sum(calls) == embedded + 1
 
 
@@ -225,8 +227,8 @@ def test_the_scene_counter_travels_in_the_frame_header_through_the_queues_to_emb
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
-    stage = EmbedTrackStage(settings, {0: 30.0})
-    stage.embed = EmbedTrack(settings)
+    stage = EmbedTrackStage(EmbedConfig.of(settings), {0: 30.0})
+    stage.embed = EmbedTrack(EmbedConfig.of(settings))
     stage.ctx = _Ctx()
     ids, removed = [], []
     with RecordQueue.create(capacity=2, slot_bytes=1 << 20) as q:
@@ -252,11 +254,11 @@ def test_a_cut_in_the_batch_submitted_while_the_one_before_still_embeds_gives_th
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
     a = [(with_scene(faces, 0), crops, 0, i) for i in range(3)]
     b = [(with_scene(faces, 1), biden_crops, 0, i) for i in range(3, 5)]
-    overlapped, sequential = EmbedTrack(settings), EmbedTrack(settings)
+    overlapped, sequential = EmbedTrack(EmbedConfig.of(settings)), EmbedTrack(EmbedConfig.of(settings))
     pending_a = overlapped.submit(a)
     pending_b = overlapped.submit(b)  # tracked (the cut restarts the tracker) before A is collected
     got = overlapped.collect(pending_a) + overlapped.collect(pending_b)
-    want = sequential.batch(a) + sequential.batch(b)
+    want = embed_batch(sequential, a) + embed_batch(sequential, b)
     for g, w in zip(got, want):
         assert np.array_equal(g.track_ids, w.track_ids) and g.removed == w.removed
     assert got[3].removed == [int(got[0].track_ids[0])]

@@ -91,8 +91,8 @@ def test_a_removed_track_loses_its_name():
 def test_the_identify_stage_hands_on_names_without_the_embeddings(tmp_path):
     """After a scene cut every face is queried at once: the record to the display must stay the size of names and
     boxes (64 faces' embeddings would overflow its queue slot)."""
-    from app.runtime.record import encoded_size
     from app.stages.identify import IdentifyStage
+    from tests.app.runtime.helpers import encoded_size
 
     stage = IdentifyStage(Settings.load(None, environ={}))
     gallery = open_gallery(None, tmp_path, "faces")
