@@ -191,14 +191,13 @@ def test_a_failed_store_leaves_no_photo_behind(library, env_file, media_dir):
     assert library.people() == []
 
 
+@pytest.mark.parametrize("library", ["remote"], indirect=True)  # corrections are made on a running pipeline's tracks
 def test_a_correction_outlives_the_pipeline(library, env_file, media_dir, obama_track, photo_embedder):
     """Corrections are kept beside the gallery: after the owner is gone, the faces corrected still do not match
     the person they were said not to be, and other people still match."""
     from app.library.client import LocalLibrary
     from app.settings import Settings
 
-    if not library.running:
-        pytest.skip("corrections are made on a running pipeline's tracks")
     obama = library.enrol_photos("Barack Obama", [photo(media_dir, "obama/obama.jpg")]).person
     library.enrol_photos("Joe Biden", [photo(media_dir, "biden/biden.jpg")])
     assert library.search(obama_track)[0].name == "Barack Obama"
