@@ -386,6 +386,8 @@ class DisplayStage(_Wrapper):
                           f"capture->display latency p50 {p50:.0f} ms  p99 {p99:.0f} ms"]
             compact = compact_lines(stats, p50, p99)
             self.compact = [source, compact[0]] if self.warn else compact
+            if self.present.server:  # the web page shows these as HTML
+                self.present.server.live.set_stats(stats, p50, p99, source, self.warn)
         return Overlay(list(self.lines), warn=self.warn, compact=list(self.compact))
 
     def show(self, rec: Record, ctx: StageContext) -> None:
