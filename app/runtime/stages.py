@@ -301,9 +301,11 @@ class IdentifyStage(_Wrapper):
 
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
+        from app.library.serve import serve_library
         from app.stages.identify import Identify
 
         self.identify = Identify(self.settings)
+        self.control = serve_library(self.identify, self.settings)  # the face library, for other processes
 
     def process(self, rec: Record, ctx: StageContext) -> Record:
         faces = self.identify(_faces(rec), stream=rec.stream, removed=rec.meta.get("removed"))
@@ -323,6 +325,9 @@ class IdentifyStage(_Wrapper):
             self._shown_gallery = text
 
     def teardown(self) -> None:
+        control = getattr(self, "control", None)
+        if control is not None:
+            control.stop()
         identify = getattr(self, "identify", None)
         if identify is not None:
             identify.close()
