@@ -14,7 +14,7 @@ from app.redact import redact
 
 log = logging.getLogger("facestream.web")
 
-#: the library's errors by class name (app.library.errors), so this module needs nothing from it to map them
+#: errors without a ``status`` of their own, by class name (the gallery's, raised from below the library)
 STATUS = {"UnknownPerson": 404, "UnknownTrack": 404, "DuplicateName": 409, "NotRunning": 409, "BadPhoto": 422,
           "GalleryUnavailable": 503}
 
@@ -28,8 +28,9 @@ class WebError(FacestreamError):
 
 
 def status_of(exc: BaseException) -> int:
-    if isinstance(exc, WebError):
-        return exc.status
+    status = getattr(exc, "status", None)  # WebError, and every app.library error
+    if isinstance(status, int) and 400 <= status < 600:
+        return status
     for cls in type(exc).__mro__:
         if cls.__name__ in STATUS:
             return STATUS[cls.__name__]

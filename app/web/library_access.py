@@ -1,6 +1,7 @@
 """The face library as the web app reaches it: opened on first use, kept while it answers.
 
-In a running pipeline that is the gallery's owner (identify) over its control channel; tests hand in their own.
+In a running pipeline that is the gallery's owner (identify) over its control channel (``running_library``);
+tests hand in their own.
 """
 
 from __future__ import annotations
@@ -12,17 +13,36 @@ from typing import Any
 from app.settings import Settings
 
 
-def _open(settings: Settings) -> Any:
-    from app.library import open_library
+def running_library(settings: Settings, wait: float = 5.0) -> Any:
+    """The running pipeline's library over its control socket, never a local one: the web app lives in the
+    display process, and opening the gallery here (e.g. a request while identify is still starting) would lock
+    the owner out of it. Nothing answering within ``wait`` s is GalleryUnavailable (503), and is retried on the
+    next request."""
+    import time
 
-    return open_library(settings)
+    from app.control.client import ControlClient, NoOwner
+    from app.library import GalleryUnavailable, socket_path
+    from app.library.client import RemoteLibrary
+
+    path = socket_path(settings)
+    client = ControlClient(path)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client.call("status")
+            return RemoteLibrary(settings, client)
+        except NoOwner:
+            if time.monotonic() >= deadline:
+                raise GalleryUnavailable("the pipeline's gallery owner (identify) does not answer yet: it may still "
+                                         "be starting; try again in a few seconds") from None
+            time.sleep(0.2)
 
 
 class LibraryAccess:
     def __init__(self, settings: Settings, library: Any = None, opener: Callable[[Settings], Any] | None = None):
         self.settings = settings
         self._library = library
-        self._opener = opener or _open
+        self._opener = opener or running_library
         self._lock = threading.Lock()
 
     def get(self) -> Any:

@@ -62,10 +62,10 @@ function openNameDialog(track) {
   current = track;
   const dlg = document.getElementById("name-dialog");
   document.getElementById("dlg-crop").src = track.crop_url || "";
-  const sim = track.similarity ? ` (similarity ${track.similarity.toFixed(2)})` : "";
-  const near = track.name === "unknown" && track.nearest ? `, nearest ${track.nearest}` : "";
-  document.getElementById("dlg-info").textContent =
-    `stream ${track.stream}, track #${track.track_id}: ${track.name}${sim}${near}`;
+  const who = track.name === "unknown"
+    ? (track.nearest ? `unknown; nearest ${track.nearest} at similarity ${track.similarity.toFixed(2)}` : "unknown")
+    : `${track.name} (similarity ${track.similarity.toFixed(2)})`;
+  document.getElementById("dlg-info").textContent = `stream ${track.stream}, track #${track.track_id}: ${who}`;
   document.getElementById("dlg-name").value = "";
   document.getElementById("dlg-error").textContent = "";
   const not = document.getElementById("dlg-not");
