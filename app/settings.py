@@ -113,7 +113,8 @@ class Settings:
     serve_host: str = _key("SERVE_HOST", "address the web app binds to; any but loopback needs API_TOKEN "
                            "(docker-compose.yml binds 0.0.0.0 inside its container)", default="127.0.0.1")
     api_token: str = _key("API_TOKEN", "token every web and API request must carry (Authorization: Bearer, or the "
-                          "page's login); required to serve on a non-loopback address", secret=True, default="")
+                          "page's login); required to serve on a non-loopback address, so docker-compose.yml (which "
+                          "serves on 0.0.0.0 in its container) takes it from here", secret=True, default="")
     upload_max_mb: float = _key("UPLOAD_MAX_MB", "largest photo the web app and API accept, in MB",
                                 lo=0.1, hi=100.0, default=10.0)
     overlay: str = _key("OVERLAY", "stats overlay on the video: compact (two translucent lines), full (a "

@@ -173,6 +173,7 @@ def test_name_a_face_from_the_page_and_see_it_drawn_live(pipeline, browser):
     assert not wrong, f"{LIN} named outside his close-up: {wrong[:3]}"
     print(f"{LIN} enrolled from the page; first frame naming him displayed {lag:.2f} s after the click "
           f"(frame {first['frame']} of the replay)")
+    wait_for(lambda: max(r["frame"] for r in rows(log)) >= CLIP_FRAMES, 30, "the clip's second pass (--loop)", proc)
     browser.get(base + "/people")
     wait_for(lambda: LIN in browser.page_source, 10, "the people page", proc)
     wait_for(lambda: browser.execute_script(
