@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from app.types import UNKNOWN
 from app.web.errors import WebError
 from app.web.uploads import decode, read_photo, read_photos
 from app.web.views import enrol_json, person_json, sniff_type
@@ -147,6 +148,7 @@ def enrol_track(stream: int, track_id: int, body: TrackEnrol, request: Request) 
     photos = [(f"stream{stream}-track{track_id}-{k}.jpg", jpeg) for k, jpeg in enumerate(crops)]
     person = web.library.get().enrol_track(stream, track_id, name=_name(body.name), person_id=body.person_id,
                                            photos=photos)
+    web.live.recent.name(stream, track_id, person.name, str(person.id))
     return person_json(person)
 
 
@@ -157,6 +159,7 @@ def not_track(stream: int, track_id: int, request: Request, body: TrackNot | Non
     if not person_id:
         raise WebError(422, f"track {track_id} is not named: nothing to correct (send {{\"person_id\": ID}})")
     _web(request).library.get().correct_track(stream, track_id, person_id)
+    _web(request).live.recent.name(stream, track_id, UNKNOWN)
     return {"stream": stream, "track_id": track_id, "not_person_id": person_id}
 
 

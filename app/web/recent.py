@@ -151,6 +151,16 @@ class RecentFaces:
             s = self._tracks.get((stream, track_id))
             return [jpeg for _, jpeg in s.crops] if s else []
 
+    def name(self, stream: int, track_id: int, name: str, person_id: str = "") -> None:
+        """What the library just did to a track (enrolled as someone, or "not" someone): shown at once, and an
+        enrolled track leaves the review queue; the pipeline's next frames of a live track say the same."""
+        with self._lock:
+            s = self._tracks.get((stream, track_id))
+            if s is not None:
+                s.name, s.person_id = name, person_id
+                s.similarity = 1.0 if person_id else s.similarity
+                s.nearest = "" if person_id else s.nearest
+
     def dismiss(self, stream: int, track_id: int) -> bool:
         with self._lock:
             s = self._tracks.get((stream, track_id))

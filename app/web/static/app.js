@@ -43,6 +43,7 @@ function ago(ts) {
   return s < 60 ? `${s.toFixed(0)} s ago` : `${(s / 60).toFixed(0)} min ago`;
 }
 
+const NEAR = 0.2;  // an unknown face's nearest person is worth showing in the strip from this similarity on
 let people = [];
 async function loadPeople() {
   try { people = await api("GET", "/api/people"); } catch (e) { people = []; }
@@ -115,7 +116,7 @@ function setupDialog() {
 // ---- live page
 function faceCard(t) {
   const label = t.name === "unknown"
-    ? (t.nearest ? `unknown (nearest ${t.nearest} ${t.similarity.toFixed(2)})` : "unknown")
+    ? (t.nearest && t.similarity >= NEAR ? `unknown (nearest ${t.nearest} ${t.similarity.toFixed(2)})` : "unknown")
     : `${t.name} ${t.similarity.toFixed(2)}`;
   const card = el("button", {class: `face ${t.name === "unknown" ? "unknown" : "known"}${t.live ? " live" : ""}`,
                              type: "button", "data-track": `${t.stream}/${t.track_id}`,

@@ -120,12 +120,15 @@ def test_tracks_crop_enrol_and_not(client, library):
     person = client.post("/api/tracks/0/7/enrol", json={"name": "Lin-Manuel Miranda"})
     assert person.status_code == 201 and person.json()["name"] == "Lin-Manuel Miranda"
     assert library.calls[-1] == ("enrol_track", 0, 7, "Lin-Manuel Miranda", None, 1)  # the best crop as a photo
+    shown = client.get("/api/tracks").json()["streams"][0]["tracks"][0]
+    assert (shown["name"], shown["person_id"]) == ("Lin-Manuel Miranda", person.json()["id"])  # off the review queue
     again = client.post("/api/tracks/0/7/enrol", json={"person_id": person.json()["id"]})
     assert again.status_code == 201 and again.json()["photo_count"] == 2
-    unnamed = client.post("/api/tracks/0/7/not", json={})  # named 'unknown' on screen: nothing to correct
-    assert unnamed.status_code == 422 and "not named" in one_line(unnamed)
-    ok = client.post("/api/tracks/0/7/not", json={"person_id": person.json()["id"]})
+    ok = client.post("/api/tracks/0/7/not", json={})  # the person it is named as now
     assert ok.status_code == 200 and library.calls[-1] == ("correct_track", 0, 7, person.json()["id"])
+    assert client.get("/api/tracks").json()["streams"][0]["tracks"][0]["name"] == "unknown"
+    unnamed = client.post("/api/tracks/0/7/not", json={})  # unknown now: nothing to correct
+    assert unnamed.status_code == 422 and "not named" in one_line(unnamed)
     assert client.post("/api/tracks/0/7/dismiss").json()["dismissed"]
     assert client.get("/api/tracks").json()["streams"][0]["tracks"][0]["dismissed"]
 
