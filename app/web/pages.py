@@ -56,7 +56,7 @@ def people(request: Request) -> HTMLResponse:
 def login_form(request: Request, next: str = "/") -> Response:
     if authorised(request, request.app.state.web.settings.api_token):
         return RedirectResponse(safe_next(next), status_code=303)
-    return _page(request, "login.html", next=safe_next(next), error="", title="log in")
+    return _page(request, "login.html", next=safe_next(next), error="", title="log in", login=True)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -70,7 +70,8 @@ def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[
             resp.set_cookie(COOKIE, session_value(expected), httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")
         return resp
-    page = _page(request, "login.html", next=safe_next(next), error="wrong token", title="log in")
+    page = _page(request, "login.html", next=safe_next(next), error="wrong token", title="log in",
+                 login=True)
     page.status_code = 401
     return page
 

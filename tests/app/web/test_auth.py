@@ -39,6 +39,7 @@ def test_pages_redirect_to_login_and_the_cookie_is_httponly_and_not_the_token(gu
     assert resp.status_code == 303 and resp.headers["location"] == "/login?next=/people"
     form = guarded.get("/login?next=/people")
     assert form.status_code == 200 and TOKEN not in form.text
+    assert "clip.mp4" not in form.text  # nothing about the run before logging in
     wrong = guarded.post("/login", data={"token": "nope", "next": "/people"}, follow_redirects=False)
     assert wrong.status_code == 401 and "wrong token" in wrong.text
     assert COOKIE not in wrong.headers.get("set-cookie", "")

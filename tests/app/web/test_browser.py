@@ -180,4 +180,9 @@ def test_name_a_face_from_the_page_and_see_it_drawn_live(pipeline, browser):
         "const i = [...document.querySelectorAll('.thumb img')];"
         "return i.length >= 2 && i.every((x) => x.complete && x.naturalWidth > 0)"), 15, "the photos", proc)
     shot(browser, "5-people-page.png")
+    browser.set_window_size(390, 844)  # a phone: one column, the video first, the stats and faces below it
+    browser.get(base + "/")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#recent .face img"), 30, "the strip on a phone", proc)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    shot(browser, "6-phone.png")
     assert proc.poll() is None, "the pipeline stopped"

@@ -16,6 +16,7 @@ from app.errors import FacestreamError
 from app.settings import Settings
 from app.types import FrameRef
 from app.web.library_access import LibraryAccess
+from app.web.live import GRID
 from app.web.server import WebServer, parse_serve
 from tests.app.web.conftest import FakeLibrary, noisy_frame, one_face
 
@@ -85,3 +86,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.timeout(30)
+def test_several_streams_get_a_picture_each_and_the_grid():
+    options = OutputOptions(serve_port=free_port(), streams={0: "a", 1: "b"}, sizes={0: (640, 360), 1: (640, 360)},
+                            settings=Settings())
+    present = Present(options)
+    try:
+        for stream in (0, 1):
+            present(noisy_frame(stream), FrameRef(stream, 0.0, stream, 0), one_face(track_id=stream + 1))
+        live = present.server.live
+        assert live.picture(0)[1] and live.picture(1)[1] and live.picture(GRID)[1]
+        grid = cv2.imdecode(np.frombuffer(live.picture(GRID)[1], np.uint8), cv2.IMREAD_COLOR)
+        assert grid.shape[1] > 640  # the mosaic, not one stream
+        assert {r["stream"] for r in live.recent.tracks()} == {0, 1}
+    finally:
+        present.close(ok=False)
