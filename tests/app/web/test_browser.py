@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from tests.app.faults.servers import free_port, wait_for
+from tests.app.faults.servers import free_port, shm_segments, stage_pids, wait_for
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("FACESTREAM_SHOTS", "/work/notes/shots"))
@@ -119,7 +119,7 @@ def shot(driver, name: str) -> Path:
     return path
 
 
-def test_name_a_face_from_the_page_and_see_it_drawn_live(pipeline, browser):
+def test_name_a_face_from_the_page_and_see_it_drawn_live(pipeline, browser, obama_env):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
@@ -186,3 +186,15 @@ def test_name_a_face_from_the_page_and_see_it_drawn_live(pipeline, browser):
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
     shot(browser, "6-phone.png")
     assert proc.poll() is None, "the pipeline stopped"
+    # 5. nothing lost: kill -9 the whole pipeline; the enrolment the page got acknowledged is in the gallery
+    pids = {proc.pid, *stage_pids(proc.pid).values()}
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    for name in shm_segments(pids):  # what a SIGKILL leaves behind (no process is left to remove it)
+        os.unlink(f"/dev/shm/{name}")
+    from app.library import open_library
+    from app.settings import Settings
+
+    with open_library(Settings.load(str(obama_env), {})) as library:
+        assert not library.running
+        assert sorted(p.name for p in library.people()) == ["Barack Obama", LIN]
