@@ -112,6 +112,14 @@ def lin_track(log: Path) -> int | None:
     return None
 
 
+def alive(pid: int) -> bool:
+    """Still running (a zombie waiting for its reaper counts as dead: it holds no lock or socket)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def shot(driver, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / name
@@ -190,6 +198,7 @@ def test_name_a_face_from_the_page_and_see_it_drawn_live(pipeline, browser, obam
     pids = {proc.pid, *stage_pids(proc.pid).values()}
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
+    wait_for(lambda: not any(alive(pid) for pid in pids), 20, "every stage to die")
     for name in shm_segments(pids):  # what a SIGKILL leaves behind (no process is left to remove it)
         os.unlink(f"/dev/shm/{name}")
     from app.library import open_library
