@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.types import UNKNOWN
-from app.web.errors import WebError
+from app.web.errors import WebError, one_line
 from app.web.uploads import decode, read_photo, read_photos
 from app.web.views import enrol_json, person_json, sniff_type
 
@@ -185,7 +186,5 @@ def stats(request: Request) -> JSONResponse:
     try:
         out["gallery"] = web.library.get().status()
     except Exception as exc:  # noqa: BLE001 - the stats page stays up while the gallery is away; it says why
-        from app.web.errors import one_line
-
         out["gallery"] = {"error": one_line(str(exc))}
-    return JSONResponse(out)
+    return JSONResponse(jsonable_encoder(out))

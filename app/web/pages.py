@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app.web.auth import COOKIE, authorised, safe_next, session_value
-from app.web.errors import WebError
+from app.web.errors import WebError, one_line
 from app.web.views import person_json
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))  # .html: autoescaped
@@ -45,8 +46,6 @@ def people(request: Request) -> HTMLResponse:
     try:
         rows, error = [person_json(p) for p in web.library.get().people()], ""
     except Exception as exc:  # noqa: BLE001 - the page says what is wrong instead of failing whole
-        from app.web.errors import one_line
-
         rows, error = [], one_line(str(exc))
     return _page(request, "people.html", people=sorted(rows, key=lambda p: p["name"].lower()), error=error,
                  title="people")
@@ -61,8 +60,6 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
-    import hmac
-
     expected = request.app.state.web.settings.api_token
     if not expected or hmac.compare_digest(token.encode(), expected.encode()):
         resp = RedirectResponse(safe_next(next), status_code=303)

@@ -1,5 +1,5 @@
-"""A small in-memory face library with the interface and errors of ``app.library`` (h9's), for the API tests;
-and a TestClient over the web app with a live view fed by hand."""
+"""A small in-memory face library with the interface and the errors of ``app.library``, for the API tests (the
+status codes come from those errors); and a TestClient over the web app with a live view fed by hand."""
 
 from __future__ import annotations
 
@@ -12,28 +12,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.errors import FacestreamError
+from app.library.errors import DuplicateName, UnknownPerson, UnknownPhoto, UnknownTrack
 from app.settings import Settings
 from app.types import Faces, FrameRef
 from app.web.app import create_app
 from app.web.library_access import LibraryAccess
 from app.web.live import LiveView
-
-
-class UnknownPerson(FacestreamError):
-    pass
-
-
-class DuplicateName(FacestreamError):
-    pass
-
-
-class UnknownTrack(FacestreamError):
-    pass
-
-
-class BadPhoto(FacestreamError):
-    pass
 
 
 @dataclass
@@ -129,7 +113,7 @@ class FakeLibrary:
     def remove_photo(self, person_id, photo_id) -> PersonView:
         person = self.person(person_id)
         if not any(ph.id == photo_id for ph in person.photos):
-            raise UnknownPerson(f"{person.name} has no photo {photo_id}")
+            raise UnknownPhoto(f"{person.name} has no photo {photo_id}")
         person.photos = [ph for ph in person.photos if ph.id != photo_id]
         del self.bytes_[(person_id, photo_id)]
         return person
@@ -137,7 +121,7 @@ class FakeLibrary:
     def photo(self, person_id, photo_id) -> bytes:
         self.person(person_id)
         if (person_id, photo_id) not in self.bytes_:
-            raise UnknownPerson(f"no photo {photo_id} of person {person_id}")
+            raise UnknownPhoto(f"no photo {photo_id} of person {person_id}")
         return self.bytes_[(person_id, photo_id)]
 
     def enrol_track(self, stream, track_id, name=None, person_id=None, photos=()) -> PersonView:
