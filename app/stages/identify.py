@@ -19,6 +19,8 @@ from collections import deque
 import numpy as np
 
 from app.gallery import Embedder, GalleryUnavailable, open_gallery
+from app.gallery.outage import status_text
+from app.protocol import Context, Health, Stage
 from app.settings import Settings
 from app.tracking.identity import Label, NameVote
 from app.types import UNKNOWN, Faces
@@ -245,3 +247,43 @@ class Identify:
     def close(self) -> None:
         with self.lock:
             self.gallery.close()
+
+
+class IdentifyStage(Stage):
+    """Owns the gallery (the embedded Qdrant folder can be open in one process only)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.identify: Identify | None = None
+        self._shown = ""
+
+    def setup(self, ctx: Context) -> None:
+        from app.library.serve import serve_library
+
+        self.ctx = ctx
+        self.identify = Identify(self.settings)
+        self.control = serve_library(self.identify, self.settings)  # the face library, for other processes
+
+    def process(self, frame: np.ndarray | None, rec: Faces) -> Faces:
+        faces = self.identify(rec, stream=rec.frame.stream, removed=rec.removed)
+        # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
+        # (128 KB) would not fit the queue's slot (sized for names and boxes)
+        faces.embeddings = faces.query = None
+        self.report_gallery()
+        return faces
+
+    def report_gallery(self) -> None:
+        """A gallery server's outage in the health column (the display's red line, the summary's blind time)."""
+        outage = self.identify.gallery.outage  # None for the embedded engine: only a server can be unreachable
+        text = status_text(outage)
+        if text != self._shown:
+            state = Health.OK if not text else Health.DOWN if outage.unreachable else Health.RECOVERED
+            self.ctx.health(state, text, outage.blind_s() if outage else 0.0)
+            self._shown = text
+
+    def teardown(self) -> None:
+        control = getattr(self, "control", None)
+        if control is not None:
+            control.stop()
+        if self.identify is not None:
+            self.identify.close()

@@ -17,7 +17,7 @@ from app.types import UNKNOWN
 
 
 def cpu_analyzer(settings: Settings):
-    from app.stages.detect import model_kwargs
+    from app.stages.models import model_kwargs
     from engines.analyzer import FaceAnalyzer
     from engines.model_zoo import load_detector, load_embedder
 
