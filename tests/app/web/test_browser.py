@@ -19,20 +19,12 @@ import pytest
 from app.cli import main
 from tests.app.faults.servers import free_port, shm_segments, stage_pids, wait_for
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("FACESTREAM_SHOTS", "/work/notes/shots"))
 LIN = "Lin-Manuel Miranda"
 CLIP_FRAMES = 275
 LIN_FRAMES = range(95, 200)  # his close-up is frames 82-210 of each pass; a margin on both sides
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def browser_missing() -> str | None:
-    missing = [pkg for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver"))
-               if not os.path.exists(path)]
-    return f"needs the Debian packages {' and '.join(missing)} (apt-get install -y {' '.join(missing)})" \
-        if missing else None
 
 
 @pytest.fixture(scope="module")
@@ -66,27 +58,6 @@ def pipeline(obama_env, media_dir):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         err.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    reason = browser_missing()
-    if reason:
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
-                "--disable-gpu"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def get_json(url: str):
@@ -127,7 +98,7 @@ def shot(driver, name: str) -> Path:
     return path
 
 
-def test_name_a_face_from_the_page_and_see_it_drawn_live(pipeline, browser, obama_env):
+def test_name_a_face_from_the_page_and_see_it_drawn_live(browser, pipeline, obama_env):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
