@@ -105,7 +105,7 @@ class Settings:
                                 "before giving up with an error (a server starting beside it)", lo=0.0, hi=3600.0,
                                 default=0.0)
     # display
-    display: str = _key("DISPLAY_MODE", "window, headless (write OUTPUT / serve MJPEG) or none",
+    display: str = _key("DISPLAY_MODE", "window, headless (write OUTPUT / serve the web app) or none",
                         DISPLAY_MODES, default="window")
     output: str = _key("OUTPUT", "annotated video file written in headless mode", default="")
     serve_port: int = _key("SERVE_PORT", "serve the web app (live view, face library, REST API) on this port "

@@ -1,6 +1,6 @@
 """Display stage: draw a frame's faces and overlay, then hand it to every output that is switched on.
 
-One stream: the window / MJPEG server show its annotated frames at full size. Several streams: each gets
+One stream: the window / web app show its annotated frames at full size. Several streams: each gets
 its own video file (``out`` becomes ``name-s<N>.ext``) and the window / server show a mosaic of all of them.
 A file shown in a window plays at its own frame rate: the display waits for each frame's time, and the
 stages before it wait for the display (back-pressure), so every frame is still processed and none dropped.
@@ -64,7 +64,7 @@ def stream_path(out: str, stream: int, streams: int) -> str:
 
 
 class Present:
-    """Owns the window / files / MJPEG server / track log; ``__call__`` returns False when the user quits."""
+    """Owns the window / files / web app / track log; ``__call__`` returns False when the user quits."""
 
     def __init__(self, options: OutputOptions) -> None:
         self.options = options

@@ -1,7 +1,7 @@
 """Display: draws on the frame the boxes were computed from (read back from its ring), writes and serves it.
 
 While a live source is down and nothing flows, ``idle`` redraws the last frame with a red line saying so
-(window and MJPEG server; the video file and the track log get real frames only).
+(window and the web app's picture; the video file and the track log get real frames only).
 """
 
 from __future__ import annotations

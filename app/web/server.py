@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 from app.errors import FacestreamError
 from app.settings import Settings
@@ -68,6 +69,12 @@ class WebServer:
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="web",
                                        daemon=True)
         self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.server.started:
+            self.close()
+            raise FacestreamError(f"the web app did not start on {host}:{self.port}: run with --debug for the cause")
         shown = host if is_loopback(host) or ":" not in host else f"[{host}]"
         log.info("web app on http://%s:%d/ (API docs: /api/docs)%s", shown, self.port,
                  ", token required" if settings.api_token else "")
