@@ -1,8 +1,10 @@
 """What the display hands the web app: the latest picture per stream (and the grid) as JPEG, and the stats.
 
-Pictures are encoded in the display's thread (the frame lives in a shared-memory slot that is reused), but only
-as often as someone watches: up to ``max_fps`` while a stream has a viewer, ``idle_fps`` otherwise (so a new
-viewer gets a picture at once). The web server's threads only read bytes.
+The display thread only copies a drawn frame (its shared-memory slot is reused) and only as often as someone
+watches: every frame while a stream has a viewer, ``idle_fps`` otherwise (so a new viewer gets a picture at
+once). An encoder thread turns the latest copy into JPEG when it is free, at most ``max_fps`` times a second
+(OpenCV releases the GIL): a burst of frames costs the display a few copies, never an encode each, and a viewer
+always gets the newest frame.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ GRID = "grid"  # the key of the mosaic of every stream (``/stream.mjpg`` with se
 
 
 class LiveView:
-    def __init__(self, streams: dict[int, str], max_fps: float = 25.0, idle_fps: float = 1.0, quality: int = 80,
+    def __init__(self, streams: dict[int, str], max_fps: float = 30.0, idle_fps: float = 1.0, quality: int = 80,
                  recent: RecentFaces | None = None) -> None:
         self.streams = dict(streams)
         self.max_fps, self.idle_fps, self.quality = max_fps, idle_fps, quality
@@ -30,32 +32,49 @@ class LiveView:
         self._jpegs: dict[int | str, tuple[int, bytes]] = {}
         self._next: dict[int | str, float] = {}
         self._viewers: dict[int | str, int] = {}
+        self._pending: dict[int | str, np.ndarray] = {}  # the latest copy per key, not encoded yet
+        self._work = threading.Condition()
         self._stats: dict = {"stages": [], "streams": self.streams_json(), "started": time.time()}
         self.closed = False
+        self._encoder = threading.Thread(target=self._encode_loop, name="web-jpeg", daemon=True)
+        self._encoder.start()
 
     def streams_json(self) -> list[dict]:
         return [{"stream": s, "name": n} for s, n in sorted(self.streams.items())]
 
     def wants(self, key: int | str) -> bool:
-        """Whether a picture for ``key`` would be encoded now (the caller may skip preparing it otherwise)."""
-        return time.monotonic() >= self._next.get(key, 0.0)
+        """Whether a picture for ``key`` would be taken now (the caller may skip preparing it otherwise)."""
+        return self._viewers.get(key, 0) > 0 or time.monotonic() >= self._next.get(key, 0.0)
 
     def publish(self, key: int | str, frame: np.ndarray | Callable[[], np.ndarray]) -> bool:
-        """Encode ``frame`` (or what the callable returns, only if due) as the latest picture of ``key``."""
-        now = time.monotonic()
-        if now < self._next.get(key, 0.0):
+        """Take ``frame`` (or what the callable returns, only if due) as the latest picture of ``key``: copied
+        here, encoded by the encoder thread."""
+        if not self.wants(key):
             return False
-        watched = self._viewers.get(key, 0) > 0
-        self._next[key] = now + 1.0 / (self.max_fps if watched else self.idle_fps)
+        self._next[key] = time.monotonic() + 1.0 / self.idle_fps
         img = frame() if callable(frame) else frame
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if not ok:
-            return False
-        with self._cond:
-            version = self._jpegs.get(key, (0, b""))[0] + 1
-            self._jpegs[key] = (version, buf.tobytes())
-            self._cond.notify_all()
+        with self._work:
+            self._pending[key] = np.array(img, copy=True)
+            self._work.notify()
         return True
+
+    def _encode_loop(self) -> None:
+        while True:
+            with self._work:
+                self._work.wait_for(lambda: self._pending or self.closed)
+                if self.closed:
+                    return
+                pending, self._pending = self._pending, {}
+            t0 = time.monotonic()
+            for key, img in pending.items():
+                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+                if ok:
+                    with self._cond:
+                        version = self._jpegs.get(key, (0, b""))[0] + 1
+                        self._jpegs[key] = (version, buf.tobytes())
+                        self._cond.notify_all()
+            # at most max_fps rounds a second: what arrives meanwhile replaces the pending copy (the newest wins)
+            time.sleep(max(0.0, 1.0 / self.max_fps - (time.monotonic() - t0)))
 
     def picture(self, key: int | str) -> tuple[int, bytes | None]:
         version, jpeg = self._jpegs.get(key, (0, None))
@@ -72,7 +91,6 @@ class LiveView:
         """Count a viewer of ``key`` while the block runs (pictures are then encoded at full rate)."""
         with self._cond:
             self._viewers[key] = self._viewers.get(key, 0) + 1
-            self._next[key] = 0.0  # the next frame is encoded at once
         try:
             yield
         finally:
@@ -98,3 +116,6 @@ class LiveView:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+        with self._work:
+            self._work.notify_all()
+        self._encoder.join(timeout=5)

@@ -1,13 +1,15 @@
 """MJPEG: ``/stream.mjpg`` (stream 0, or the grid of every stream) and ``/stream/{n}.mjpg``.
 
-Each client waits on the live view in its own worker thread and gets every new picture; a client that reads
-slowly simply skips pictures (it always gets the latest), so a slow phone never holds up the pipeline.
+Each client waits on the live view (in a worker thread, for at most half a second at a time) and gets every new
+picture; a client that reads slowly simply skips pictures (it always gets the latest), so a slow phone never
+holds up the pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
+from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
@@ -18,12 +20,16 @@ router = APIRouter(tags=["stream"])
 BOUNDARY = "frame"
 
 
-def frames(live: LiveView, key: int | str, limit: int = 0) -> Iterator[bytes]:
-    """Multipart parts of ``key``'s pictures as they come (``limit``: stop after that many; 0: until closed)."""
+async def frames(live: LiveView, key: int | str, limit: int = 0) -> AsyncIterator[bytes]:
+    """Multipart parts of ``key``'s pictures as they come (``limit``: stop after that many; 0: until closed).
+
+    Async on purpose: when the client goes away the server cancels this generator, so the viewer count drops
+    at once (a sync generator is only closed whenever it is garbage-collected: a closed tab kept the display
+    copying and encoding every frame for nobody)."""
     sent = version = 0
     with live.watching(key):
         while not live.closed and (not limit or sent < limit):
-            new, jpeg = live.wait(key, version, timeout=1.0)
+            new, jpeg = await to_thread.run_sync(live.wait, key, version, 0.5, abandon_on_cancel=True)
             if jpeg is None or new == version:
                 continue
             version = new

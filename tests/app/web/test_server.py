@@ -70,7 +70,7 @@ def test_served_picture_has_boxes_but_no_stats_and_recent_faces_get_a_crop(tmp_p
         frame = raw.copy()
         overlay = Overlay(["detect: 30 fps", "latency p50 20 ms"], compact=["detect 30 fps", "p50 20 ms"])
         present(frame, FrameRef(1, 0.0, 0, 1), one_face(), overlay)
-        version, jpeg = present.server.live.picture(0)
+        version, jpeg = present.server.live.wait(0, 0, 5)
         assert version == 1 and jpeg
         served = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
         # bottom-left, where the overlay panel goes: the served picture is the raw frame; the file's has the panel
@@ -97,7 +97,7 @@ def test_several_streams_get_a_picture_each_and_the_grid():
         for stream in (0, 1):
             present(noisy_frame(stream), FrameRef(stream, 0.0, stream, 0), one_face(track_id=stream + 1))
         live = present.server.live
-        assert live.picture(0)[1] and live.picture(1)[1] and live.picture(GRID)[1]
+        assert live.wait(0, 0, 5)[1] and live.wait(1, 0, 5)[1] and live.wait(GRID, 0, 5)[1]
         grid = cv2.imdecode(np.frombuffer(live.picture(GRID)[1], np.uint8), cv2.IMREAD_COLOR)
         assert grid.shape[1] > 640  # the mosaic, not one stream
         assert {r["stream"] for r in live.recent.tracks()} == {0, 1}
