@@ -1,4 +1,5 @@
-"""The FastAPI app factory: routes by concern (pages, api, stream), the token gate, the error mapping."""
+"""The FastAPI app factory: routes by concern (pages, api, stream), the cross-site and token gates, the error
+mapping."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.settings import Settings
 from app.web import api, errors, pages, stream
-from app.web.auth import OPEN_PATHS, authorised, refusal
+from app.web.auth import CROSS_SITE, OPEN_PATHS, authorised, cross_site, refusal
 from app.web.library_access import LibraryAccess
 from app.web.live import LiveView
 from app.web.recognize import Recognizer
@@ -35,6 +37,8 @@ def create_app(settings: Settings, live: LiveView, library: LibraryAccess | None
 
     @app.middleware("http")
     async def token_gate(request: Request, call_next):
+        if cross_site(request):
+            return JSONResponse({"detail": CROSS_SITE}, status_code=403)
         path = request.url.path
         if any(path == p or (p.endswith("/") and path.startswith(p)) for p in OPEN_PATHS) \
                 or authorised(request, settings.api_token):

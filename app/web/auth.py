@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -69,3 +69,19 @@ def safe_next(target: str | None) -> str:
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return "/"
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CROSS_SITE = "cross-site request refused: change the face library from its own pages or with an API client"
+
+
+def cross_site(request: Request) -> bool:
+    """A changing request sent by a page of another site (its Origin is not this server): a browser sends form
+    and multipart POSTs to any address without asking first, so loopback alone would not stop a web page the
+    user opens from enrolling or deleting people here. API clients (curl, scripts) send no Origin."""
+    if request.method in SAFE_METHODS:
+        return False
+    origin = request.headers.get("origin")
+    if not origin:
+        return False
+    return origin == "null" or urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()

@@ -73,3 +73,22 @@ def test_names_are_escaped_in_pages(client, library):
     assert page.status_code == 200
     assert "<script>alert(1)</script>" not in page.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
     assert "<img src=x onerror" not in page.text
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:9999"])
+def test_a_page_of_another_site_cannot_change_the_library(client, library, origin):
+    library.enrol_photos("Ada", [("a.jpg", jpeg())])
+    before = library.snapshot()
+    resp = client.post("/api/people", data={"name": "Mallory"}, files=[("photos", ("m.jpg", jpeg(), "image/jpeg"))],
+                       headers={"Origin": origin})
+    assert resp.status_code == 403 and resp.json()["detail"].startswith("cross-site request refused")
+    assert library.snapshot() == before
+    assert client.get("/api/people", headers={"Origin": origin}).status_code == 200  # reading is not changing
+
+
+def test_own_pages_and_api_clients_can_change_it(client, library):
+    own = client.post("/api/people", data={"name": "Ada"}, files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))],
+                      headers={"Origin": "http://testserver"})
+    assert own.status_code == 201
+    plain = client.post("/api/people", data={"name": "Bob"}, files=[("photos", ("b.jpg", jpeg(), "image/jpeg"))])
+    assert plain.status_code == 201  # curl and scripts send no Origin
