@@ -29,12 +29,13 @@ from app.library.errors import (
     UnknownPerson,
     UnknownPhoto,
     UnknownTrack,
+    WrongModel,
 )
 from app.library.views import EnrolView, PersonView, PhotoView, TrackView
 
 __all__ = ["BadPhoto", "BadRequest", "DuplicateName", "EnrolView", "GalleryUnavailable", "Library", "LibraryError",
            "Match", "NotRunning", "PersonView", "PhotoView", "TrackView", "UnknownPerson", "UnknownPhoto",
-           "UnknownTrack", "open_library", "socket_path"]
+           "UnknownTrack", "WrongModel", "open_library", "socket_path"]
 
 _SUN_PATH_MAX = 107  # a Unix socket's path is at most 108 bytes with its terminating NUL
 STARTING_WAIT = 15.0  # seconds to wait for a pipeline that holds the gallery but is not serving yet
@@ -101,7 +102,7 @@ def open_library(settings, timeout: float | None = None, wait: float = STARTING_
     deadline = time.monotonic() + wait
     while True:
         try:
-            client.call("status")
+            client.call("ping")
             return RemoteLibrary(settings, client)
         except NoOwner:
             pass

@@ -116,7 +116,8 @@ class LocalLibrary(OwnerLibrary):
         from app.library.owner import GalleryOwner
         from app.stages.identify import gallery_from_settings
 
-        self.gallery = gallery if gallery is not None else gallery_from_settings(settings, check_embedder=False)
+        self.gallery = gallery if gallery is not None else _opened(lambda: gallery_from_settings(settings,
+                                                                                            check_embedder=False))
         self.owner = GalleryOwner(self.gallery, settings)
         self._bound = False
         super().__init__(settings, lambda op, **args: self.owner.handle(op, args), embedder)
@@ -125,8 +126,24 @@ class LocalLibrary(OwnerLibrary):
         if not self._bound:  # a gallery filled by another model is refused before anything is written
             from app.stages.identify import embedder_of
 
-            self.gallery.bind_embedder(embedder_of(self.settings))
+            _opened(lambda: self.gallery.bind_embedder(embedder_of(self.settings)))
             self._bound = True
 
     def close(self) -> None:
         self.gallery.close()
+
+
+def _opened(fn):
+    """``fn()``, a gallery error raised as the library's (GalleryBusy is left for ``open_library`` to wait on)."""
+    from app.gallery.base import GalleryBusy
+    from app.library.errors import translated
+
+    try:
+        return fn()
+    except GalleryBusy:
+        raise
+    except Exception as exc:
+        ours = translated(exc)
+        if ours is None or ours is exc:
+            raise
+        raise ours from None

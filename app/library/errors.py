@@ -62,6 +62,13 @@ class UnknownTrack(LibraryError):
     kind = "unknown_track"
 
 
+class WrongModel(LibraryError):
+    """The gallery was filled by another embedding model (``facestream people reembed`` rebuilds it)."""
+
+    status = 409
+    kind = "wrong_model"
+
+
 class GalleryUnavailable(LibraryError, _GalleryUnavailable):
     """The gallery cannot be reached: the Qdrant server is down, or the running pipeline did not answer."""
 
@@ -71,7 +78,21 @@ class GalleryUnavailable(LibraryError, _GalleryUnavailable):
 
 
 ERRORS: dict[str, type[LibraryError]] = {cls.kind: cls for cls in (
-    BadRequest, UnknownPerson, UnknownPhoto, DuplicateName, BadPhoto, NotRunning, UnknownTrack, GalleryUnavailable)}
+    BadRequest, UnknownPerson, UnknownPhoto, DuplicateName, BadPhoto, NotRunning, UnknownTrack, WrongModel,
+    GalleryUnavailable)}
+
+
+def translated(exc: Exception) -> LibraryError | None:
+    """The library error for a gallery error (None for anything else): callers catch the library's only."""
+    from app.gallery.base import EmbedderMismatch, GalleryError
+
+    if isinstance(exc, LibraryError):
+        return exc
+    for gallery_error, ours in ((_UnknownPerson, UnknownPerson), (_GalleryUnavailable, GalleryUnavailable),
+                                (EmbedderMismatch, WrongModel), (GalleryError, BadRequest), (ValueError, BadRequest)):
+        if isinstance(exc, gallery_error):
+            return ours(str(exc))
+    return None
 
 
 def error_of(kind: str, message: str) -> LibraryError:

@@ -11,9 +11,12 @@ Every check is made before anything is written, so a refused request changes not
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,23 +24,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.gallery.base import Gallery, GalleryError
-from app.gallery.base import GalleryUnavailable as _GalleryUnavailable
-from app.gallery.base import UnknownPerson as _UnknownPerson
 from app.library.errors import (
     BadRequest,
     DuplicateName,
-    GalleryUnavailable,
-    LibraryError,
     NotRunning,
     UnknownPerson,
     UnknownPhoto,
     UnknownTrack,
+    translated,
 )
 from app.library.negatives import Negatives
 from app.library.views import EnrolView, PersonView, PhotoView, TrackView
 
 log = logging.getLogger("facestream.library")
 
+STATUS_TTL = 30.0  # seconds status() may report counts from before a change made elsewhere (a shared server)
 PHOTO_SUFFIXES = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png"}
 
 
@@ -79,10 +80,12 @@ class GalleryOwner:
         self.lock = lock or threading.RLock()
         self.negatives = negatives or (live.negatives if live is not None else Negatives(negatives_path(settings)))
         self.socket = ""  # where this owner is served, for status()
+        self._changes = 0  # bumped by every change: status() recounts the people only after one
+        self._counts: tuple | None = None  # (change stamp, when, embeddings, people)
         self.ops: dict[str, Callable[..., Any]] = {
             name: getattr(self, name) for name in (
                 "people", "person", "lookup", "find", "rename", "merge", "remove", "remove_photo", "photo",
-                "add", "photo_owner", "search", "enrol_track", "correct_track", "tracks", "status")}
+                "add", "photo_owner", "search", "enrol_track", "correct_track", "tracks", "status", "ping")}
 
     # -- dispatch -------------------------------------------------------------------------------------
     def handle(self, op: str, args: dict) -> Any:
@@ -96,14 +99,11 @@ class GalleryOwner:
         with self.lock:
             try:
                 return fn(**args)
-            except LibraryError:
-                raise
-            except _UnknownPerson as exc:
-                raise UnknownPerson(str(exc)) from None
-            except _GalleryUnavailable as exc:
-                raise GalleryUnavailable(str(exc)) from None
             except (GalleryError, ValueError) as exc:
-                raise BadRequest(str(exc)) from None
+                ours = translated(exc)
+                if ours is exc:
+                    raise
+                raise ours from None
 
     # -- reading --------------------------------------------------------------------------------------
     def _view(self, person_id: str, payloads: list[dict] | None = None) -> PersonView:
@@ -163,9 +163,18 @@ class GalleryOwner:
     def tracks(self) -> list[dict]:
         return [t.to_dict() for t in self._live("tracks").tracks()]
 
+    def ping(self) -> dict:
+        """Cheap liveness check (``status`` counts the gallery)."""
+        return {"running": self.live is not None, "gallery": self.gallery.where}
+
     def status(self) -> dict:
-        count = self.gallery.count()
-        people = len({p.get("person_id") for _, p in self.gallery.points_of()}) if count else 0
+        # a web page asks every second, under identify's lock, and counting 10k points takes ~40 ms: counted
+        # again only after a change (ours, or identify storing a stranger), or when STATUS_TTL has passed
+        stamp, now = (self._changes, getattr(self.live, "changes", 0)), time.monotonic()
+        if self._counts is None or self._counts[0] != stamp or now - self._counts[1] > STATUS_TTL:
+            count = self.gallery.count()
+            self._counts = (stamp, now, count, len(self.gallery.people()) if count else 0)
+        count, people = self._counts[2], self._counts[3]
         out = {"running": self.live is not None, "gallery": self.gallery.where, "people": people,
                "embeddings": count, "corrections": self.negatives.count(), "socket": self.socket}
         if self.live is not None:
@@ -188,16 +197,19 @@ class GalleryOwner:
             raise DuplicateName(f"{name!r} is already the name of person {others[0].person_id}: pick another "
                                 "name, or add the photos to that person")
 
-    def _done(self) -> None:
-        """Make the change durable before the reply says it is done."""
+    def _done(self, what: str) -> None:
+        """Make the change durable before the reply says it is done; say it in the owner's log."""
+        self._changes += 1
         self.gallery.flush()
+        # the running pipeline's log says what others changed; a CLI run in this process prints it already
+        log.log(logging.INFO if self.live is not None else logging.DEBUG, "library: %s", what)
 
     def rename(self, person_id: str, name: str) -> dict:
         name = self._clean(name)
         self._view(person_id)
         self._free_name(name, person_id)
         self.gallery.rename(person_id, name, by_id=True)
-        self._done()
+        self._done(f"renamed {person_id} to {name!r}")
         if self.live is not None:
             self.live.renamed(person_id, name)
         return self.person(person_id)
@@ -208,7 +220,7 @@ class GalleryOwner:
         self._view(person_id)
         into = self._view(into_id)
         self.gallery.merge(person_id, into_id)
-        self._done()
+        self._done(f"merged {person_id} into {into_id}")
         self.negatives.move(person_id, into_id)
         if self.live is not None:
             self.live.merged(person_id, into_id, into.name)
@@ -217,7 +229,7 @@ class GalleryOwner:
     def remove(self, person_id: str) -> dict:
         view = self._view(person_id)
         self.gallery.remove(person_id, by_id=True)
-        self._done()
+        self._done(f"removed {person_id} ({view.embeddings} embedding(s))")
         self.negatives.drop(person_id)
         if self.live is not None:
             self.live.removed(person_id)
@@ -229,12 +241,13 @@ class GalleryOwner:
         ids = self.gallery.photo_points(person_id, photo_id)
         if not ids:
             raise UnknownPhoto(f"person {person_id} ({view.name}) has no photo {photo_id!r}")
+        if len(ids) >= view.embeddings:  # a person is their embeddings: none left would delete them unasked
+            raise BadRequest(f"that photo holds all of {view.name}'s embeddings: remove the person instead")
         self.gallery.delete_points(ids)
-        self._done()
+        self._done(f"removed photo {photo_id} of {person_id} ({len(ids)} embedding(s))")
         if self.live is not None:
             self.live.enrolled()  # their tracks are re-asked: the photo may have been what named them
-        left = [p for _, p in self.gallery.points_of(person_id)]
-        return (self._view(person_id, left) if left else PersonView(person_id, view.name, [], 0)).to_dict()
+        return self.person(person_id)
 
     def add(self, name: str | None, embeddings: np.ndarray, person_id: str | None = None,
             photos: list | None = None, new: bool = True, create: bool = False) -> dict:
@@ -260,21 +273,32 @@ class GalleryOwner:
             name = self._clean(name)
             if new:
                 self._free_name(name)
-        sources, filenames = [], []
-        for row in rows:
-            if row is None:
-                sources.append("")
-                filenames.append("")
-                continue
-            filename, data = str(row[0]), bytes(row[1])
-            if self.gallery.photos is None:
-                sources.append("")
-            else:
-                _, path = self.gallery.photos.put_bytes(data, photo_suffix(data, filename))
-                sources.append(str(path))
-            filenames.append(Path(filename).name)
-        result = self.gallery.add(name, x, person_id=person_id, source=sources, filenames=filenames)
-        self._done()
+        sources, filenames, new_files = [], [], []
+        try:
+            for row in rows:
+                if row is None:
+                    sources.append("")
+                    filenames.append("")
+                    continue
+                filename, data = str(row[0]), bytes(row[1])
+                if self.gallery.photos is None:
+                    sources.append("")
+                else:
+                    kept = f"{hashlib.sha256(data).hexdigest()}{photo_suffix(data, filename)}"
+                    existed = self.gallery.photos.path(kept) is not None
+                    _, path = self.gallery.photos.put_bytes(data, photo_suffix(data, filename))
+                    if not existed:
+                        new_files.append(path)
+                    sources.append(str(path))
+                filenames.append(Path(filename).name)
+            result = self.gallery.add(name, x, person_id=person_id, source=sources, filenames=filenames)
+        except BaseException:  # a failed enrolment leaves no photo of its own behind
+            for path in new_files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        self._done(f"enrolled {result.person_id or name!r}: {result.written} new, {result.already} already, "
+                   f"{result.spooled} spooled")
         if self.live is not None:
             self.live.enrolled()
         pid = result.person_id or person_id or ""
@@ -314,6 +338,8 @@ class GalleryOwner:
         emb = self._track(stream, track_id)
         self._view(not_person_id)
         self.negatives.add(not_person_id, emb)
+        log.info("library: track %d of stream %d is not %s (%d correction(s) kept)", int(track_id), int(stream),
+                 not_person_id, len(emb))
         self.live.corrected(int(stream), int(track_id), not_person_id)
         track = next((t for t in self.live.tracks() if (t.stream, t.track_id) == (int(stream), int(track_id))), None)
         return track.to_dict() if track is not None else {}

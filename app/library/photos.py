@@ -65,7 +65,7 @@ class PhotoEmbedder:
 
 
 def _cpu_analyzer(settings):
-    from app.stages.detect import model_kwargs
+    from app.stages.models import model_kwargs
     from engines.analyzer import FaceAnalyzer
     from engines.model_zoo import load_detector, load_embedder
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from app.control.server import ControlServer
+from app.errors import FacestreamError
 from app.library import socket_path
 from app.library.owner import GalleryOwner
 
@@ -17,4 +18,8 @@ def serve_library(identify, settings) -> ControlServer | None:
     owner = GalleryOwner(identify.gallery, settings, live=identify, lock=identify.lock)
     server = ControlServer(socket_path(settings), owner.handle)
     owner.socket = str(server.path)
-    return server if server.start() else None
+    try:
+        return server if server.start() else None
+    except FacestreamError as exc:  # recognising without a library beats not recognising at all
+        log.warning("%s: the face library (enrol, people, the web app) cannot reach this pipeline", exc)
+        return None

@@ -91,6 +91,12 @@ class TrackMemory:
                 self.embeddings.pop(key, None)
                 self.last_seen.pop(key, None)
 
+    def relabel(self, fn, only: tuple[int, int] | None = None) -> None:
+        """Apply a library change to the names ended tracks had (what ``tracks()`` shows of them)."""
+        for key, (when, label) in list(self.ended.items()):
+            if only is None or key == only:
+                self.ended[key] = (when, fn(label))
+
     def live(self) -> list[tuple[int, int]]:
         return [k for k in self.embeddings if k not in self.ended]
 
@@ -119,6 +125,7 @@ class Identify:
         self.negatives = Negatives(negatives_path(settings) if gallery is None else None)
         self.lock = threading.RLock()
         self.queries = 0
+        self.changes = 0  # people stored here (STORE_UNKNOWN): the library's counts are stale after one
         self.retry_at = 0.0
         self.stored: set[tuple[int, int]] = set()  # (stream, track) already enrolled as unknown
 
@@ -134,11 +141,12 @@ class Identify:
 
     def _identify(self, faces: Faces, stream: int, removed: list[int] | None) -> Faces:
         votes = self._votes(stream)
-        if faces.query is not None and len(faces.query) and time.monotonic() >= self.retry_at:
+        if faces.query is not None and len(faces.query):
             tids = [int(faces.track_ids[row]) for row in faces.query]
-            for tid, emb in zip(tids, faces.embeddings):
+            for tid, emb in zip(tids, faces.embeddings):  # kept even while the gallery is down: still enrollable
                 self.memory.add(stream, tid, emb)
-            self._ask(stream, tids, faces.embeddings)
+            if time.monotonic() >= self.retry_at:
+                self._ask(stream, tids, faces.embeddings)
         if faces.track_ids is not None:
             self.memory.seen(stream, faces.track_ids[faces.track_ids >= 0].tolist(), time.time())
         if removed:
@@ -213,17 +221,23 @@ class Identify:
     def renamed(self, person_id: str, name: str) -> None:
         for votes in self.votes.values():
             votes.rename(person_id, name)
+        self.memory.relabel(lambda lb: Label(name, person_id, lb.score, lb.votes) if lb.person_id == person_id
+                            else lb)
 
     def merged(self, person_id: str, into_id: str, name: str) -> None:
         for votes in self.votes.values():
             votes.move(person_id, into_id, name)
+        self.memory.relabel(lambda lb: Label(name, into_id, lb.score, lb.votes) if lb.person_id == person_id
+                            else lb)
 
     def removed(self, person_id: str) -> None:
         for votes in self.votes.values():
             votes.drop_person(person_id)
+        self.memory.relabel(lambda lb: Label(None, None, 0.0, 0) if lb.person_id == person_id else lb)
 
     def corrected(self, stream: int, track_id: int, person_id: str) -> None:
         self._votes(stream).clear(track_id)
+        self.memory.relabel(lambda lb: Label(None, None, 0.0, 0), only=(stream, track_id))
 
     def status(self) -> dict:
         from app.gallery.outage import status_text
@@ -242,6 +256,7 @@ class Identify:
             log.warning("%s; %s not stored", exc, name)
             return
         self.stored.add((stream, tid))
+        self.changes += 1
         log.info("stored %s (%d embedding written, %d spooled)", name, result.written, result.spooled)
 
     def close(self) -> None:
@@ -255,6 +270,7 @@ class IdentifyStage(Stage):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.identify: Identify | None = None
+        self.control = None
         self._shown = ""
 
     def setup(self, ctx: Context) -> None:
@@ -282,8 +298,7 @@ class IdentifyStage(Stage):
             self._shown = text
 
     def teardown(self) -> None:
-        control = getattr(self, "control", None)
-        if control is not None:
-            control.stop()
+        if self.control is not None:
+            self.control.stop()
         if self.identify is not None:
             self.identify.close()

@@ -54,7 +54,7 @@ class QuerySchedule:
         self.drift_threshold = drift_threshold
         self.refresh_frames = max(1, refresh_frames)
         self.alpha = alpha
-        self.schedules: dict[int, _Schedule] = {}
+        self.tracks: dict[int, _Schedule] = {}
 
     def update(self, track_ids: Iterable[int] | np.ndarray, embeddings: np.ndarray) -> list[int]:
         """Fold this frame's embeddings (one row per track id) into each track's running embedding.
@@ -68,7 +68,7 @@ class QuerySchedule:
         if len(track_ids) != len(embeddings):
             raise ValueError(f"{len(track_ids)} track ids but {len(embeddings)} embeddings")
         for tid, emb in zip(track_ids, embeddings):
-            st = self.schedules.setdefault(tid, _Schedule())
+            st = self.tracks.setdefault(tid, _Schedule())
             if st.ema is None:
                 st.ema = _unit(emb)
             else:
@@ -88,19 +88,19 @@ class QuerySchedule:
         """Which of these tracks would be due, without changing anything (unknown ones are due)."""
         out = []
         for tid in track_ids:
-            st = self.schedules.get(int(tid))
+            st = self.tracks.get(int(tid))
             if st is None or st.ema is None or self._due(st):
                 out.append(int(tid))
         return out
 
     def similarity(self, track_id: int, embedding: np.ndarray) -> float | None:
         """Cosine of a unit ``embedding`` to the track's running embedding (None for a track not seen yet)."""
-        st = self.schedules.get(track_id)
+        st = self.tracks.get(track_id)
         return None if st is None or st.ema is None else float(st.ema @ embedding)
 
     def embedding(self, track_id: int) -> np.ndarray:
         """The track's running embedding, unit length (KeyError for a track ``update`` never saw)."""
-        st = self.schedules[track_id]
+        st = self.tracks[track_id]
         if st.ema is None:
             raise KeyError(track_id)
         return st.ema
@@ -108,10 +108,10 @@ class QuerySchedule:
     def forget(self, track_ids: Iterable[int]) -> None:
         """Drop removed tracks; an id not held is ignored."""
         for tid in track_ids:
-            self.schedules.pop(int(tid), None)
+            self.tracks.pop(int(tid), None)
 
     def __len__(self) -> int:
-        return len(self.schedules)
+        return len(self.tracks)
 
 
 class NameVote:
@@ -207,4 +207,4 @@ class TrackIdentities(QuerySchedule, NameVote):
         NameVote.forget(self, track_ids)
 
     def __len__(self) -> int:
-        return len(set(self.schedules) | set(self.answers))
+        return len(set(self.tracks) | set(self.answers))

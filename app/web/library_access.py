@@ -29,7 +29,7 @@ def running_library(settings: Settings, wait: float = 5.0) -> Any:
     deadline = time.monotonic() + wait
     while True:
         try:
-            client.call("status")
+            client.call("ping")
             return RemoteLibrary(settings, client)
         except NoOwner:
             if time.monotonic() >= deadline:

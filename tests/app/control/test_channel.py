@@ -106,3 +106,25 @@ def test_a_malformed_request_gets_one_line_and_the_server_goes_on(tmp_path):
         assert ControlClient(server.path, timeout=5).call("again") == "ok"
     finally:
         server.stop()
+
+
+def test_the_socket_sits_beside_the_gallery_unless_that_path_is_too_long_for_a_socket(tmp_path):
+    import os
+
+    from app.library import socket_path
+    from app.settings import Settings
+
+    short = Settings.load(None, environ={"QDRANT_PATH": str(tmp_path), "QDRANT_COLLECTION": "faces"})
+    assert socket_path(short) == tmp_path / "faces.sock"
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    long = Settings.load(None, environ={"QDRANT_PATH": str(deep), "QDRANT_COLLECTION": "faces"})
+    path = socket_path(long)
+    assert len(os.fsencode(path)) <= 107 and path == socket_path(long)  # usable, and the same for every process
+    other = Settings.load(None, environ={"QDRANT_PATH": str(deep), "QDRANT_COLLECTION": "others"})
+    assert socket_path(other) != path
+    server = ControlServer(path, lambda op, args: op)
+    assert server.start()
+    try:
+        assert ControlClient(path, timeout=5).call("hello") == "hello"
+    finally:
+        server.stop()

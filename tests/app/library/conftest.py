@@ -68,9 +68,12 @@ def library(request, env_file, tmp_path, photo_embedder, obama_track):
     np.save(tmp_path / "track.npy", obama_track)
     proc = start_owner(env_file, tmp_path / "track.npy")
     try:
-        yield RemoteLibrary(settings, ControlClient(socket_path(settings), timeout=60), embedder=photo_embedder)
+        lib = RemoteLibrary(settings, ControlClient(socket_path(settings), timeout=60), embedder=photo_embedder)
+        lib.stop_owner = lambda: stop(proc)
+        yield lib
     finally:
-        stop(proc)
+        if proc.poll() is None:
+            stop(proc)
 
 
 def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):

@@ -3,6 +3,8 @@ process: the same results, and a refused request leaves the gallery as it was.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -111,6 +113,9 @@ def test_rename_merge_remove_photo_and_remove(library, media_dir):
     gone_photo = next(p for p in merged.photos if p.filename == "obama2.jpg")
     after = library.remove_photo(obama.id, gone_photo.id)
     assert after.embeddings == 1 and [p.filename for p in after.photos] == ["obama.jpg"]
+    with pytest.raises(BadRequest, match="remove the person instead"):  # the last one: not silently the person
+        library.remove_photo(obama.id, after.photos[0].id)
+    assert library.person(obama.id).embeddings == 1
     removed = library.remove(obama.id)
     assert removed.id == obama.id and removed.embeddings == 1
     assert library.people() == []
@@ -143,3 +148,62 @@ def test_live_tracks_need_a_running_pipeline_and_can_be_enrolled_and_corrected(l
     assert library.tracks()[0].name is None
     assert library.search(obama_track) == [None, None]
     assert library.status()["corrections"] == len(obama_track)
+
+
+def test_open_library_finds_the_running_owner_or_opens_the_gallery(library, env_file):
+    from app.library import open_library
+    from app.settings import Settings
+
+    if library.running:
+        with open_library(Settings.load(str(env_file)), wait=0) as found:
+            assert found.running and found.status()["running"]
+    else:
+        library.close()  # the folder is free again: open_library opens it here
+        with open_library(Settings.load(str(env_file)), wait=0) as found:
+            assert not found.running and found.people() == []
+
+
+def test_a_gallery_of_another_model_refuses_an_enrolment_and_keeps_its_people(env_file, photo_embedder, media_dir):
+    from app.gallery import Embedder, open_gallery
+    from app.library import WrongModel
+    from app.library.client import LocalLibrary
+    from app.settings import Settings
+
+    settings = Settings.load(str(env_file))
+    with open_gallery(None, settings.qdrant_path, "faces", embedder=Embedder("other-model", "0" * 64)) as g:
+        g.add("Ada", np.eye(1, 512, dtype=np.float32))
+    with LocalLibrary(settings, embedder=photo_embedder) as library:
+        with pytest.raises(WrongModel, match="other-model") as err:
+            library.enrol_photos("Barack Obama", [photo(media_dir, "obama/obama.jpg")])
+        assert err.value.status == 409
+        assert [(p.name, p.embeddings) for p in library.people()] == [("Ada", 1)]
+
+
+def test_a_failed_store_leaves_no_photo_behind(library, env_file, media_dir):
+    from app.settings import Settings
+
+    photos = Path(Settings.load(str(env_file)).qdrant_path) / "photos"
+    before = sorted(photos.glob("*")) if photos.is_dir() else []
+    with pytest.raises(BadRequest, match=r"embeddings must be \(N, 512\)"):
+        library.call("add", name="Someone", embeddings=np.ones((1, 10), np.float32),
+                     photos=[photo(media_dir, "biden/biden.jpg")])
+    assert (sorted(photos.glob("*")) if photos.is_dir() else []) == before
+    assert library.people() == []
+
+
+def test_a_correction_outlives_the_pipeline(library, env_file, media_dir, obama_track, photo_embedder):
+    """Corrections are kept beside the gallery: after the owner is gone, the faces corrected still do not match
+    the person they were said not to be, and other people still match."""
+    from app.library.client import LocalLibrary
+    from app.settings import Settings
+
+    if not library.running:
+        pytest.skip("corrections are made on a running pipeline's tracks")
+    obama = library.enrol_photos("Barack Obama", [photo(media_dir, "obama/obama.jpg")]).person
+    library.enrol_photos("Joe Biden", [photo(media_dir, "biden/biden.jpg")])
+    assert library.search(obama_track)[0].name == "Barack Obama"
+    library.correct_track(0, 7, obama.id)
+    library.stop_owner()
+    with LocalLibrary(Settings.load(str(env_file)), embedder=photo_embedder) as local:
+        assert local.search(obama_track) == [None, None]
+        assert local.search(photo_embedder.embed([photo(media_dir, "biden/biden2.jpg")]))[0].name == "Joe Biden"
