@@ -106,12 +106,18 @@ class Settings:
                                 "before giving up with an error (a server starting beside it)", lo=0.0, hi=3600.0,
                                 default=0.0)
     # display
-    display: str = _key("DISPLAY_MODE", "window, headless (write OUTPUT / serve MJPEG) or none",
+    display: str = _key("DISPLAY_MODE", "window, headless (write OUTPUT / serve the web app) or none",
                         DISPLAY_MODES, default="window")
     output: str = _key("OUTPUT", "annotated video file written in headless mode", default="")
-    serve_port: int = _key("SERVE_PORT", "serve the annotated video as MJPEG on this port (0: off)",
-                           lo=0, hi=65535, default=0)
-    serve_host: str = _key("SERVE_HOST", "address the MJPEG server binds to", default="127.0.0.1")
+    serve_port: int = _key("SERVE_PORT", "serve the web app (live view, face library, REST API) on this port "
+                           "(0: off)", lo=0, hi=65535, default=0)
+    serve_host: str = _key("SERVE_HOST", "address the web app binds to; any but loopback needs API_TOKEN "
+                           "(docker-compose.yml binds 0.0.0.0 inside its container)", default="127.0.0.1")
+    api_token: str = _key("API_TOKEN", "token every web and API request must carry (Authorization: Bearer, or the "
+                          "page's login); required to serve on a non-loopback address, so docker-compose.yml (which "
+                          "serves on 0.0.0.0 in its container) takes it from here", secret=True, default="")
+    upload_max_mb: float = _key("UPLOAD_MAX_MB", "largest photo the web app and API accept, in MB",
+                                lo=0.1, hi=100.0, default=10.0)
     overlay: str = _key("OVERLAY", "stats overlay on the video: compact (two translucent lines), full (a "
                         "translucent line per stage) or off; the o key cycles it in the window", OVERLAY_MODES,
                         default="compact")

@@ -8,10 +8,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # Xvfb for the window test (xdotool presses its keys), ffmpeg for screenshots and streams, the libraries
   # OpenCV's Qt window needs, GStreamer's RTSP server for the RTSP fault tests (run by the system python3,
   # where python3-gi lives), mosquitto for the MQTT event tests (they start their own broker)
+  # chromium + chromium-driver for the web app's browser test (selenium drives Debian's chromium: no download)
   need=()
   for p in xvfb xauth xdotool ffmpeg libgl1 libglib2.0-0 libxkbcommon-x11-0 libxcb-xinerama0 libxcb-icccm4 \
            libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-randr0 libxcb-shape0 libfontconfig1 \
-           python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good mosquitto; do
+           python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good mosquitto \
+           chromium chromium-driver; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -37,7 +37,7 @@ class RunRequest:
 
     headless: bool = False
     out: str | None = None
-    serve: int | None = None
+    serve: int | tuple[str | None, int] | None = None  # a port, or --serve [HOST:]PORT as (host or None, port)
     log_tracks: str | None = None
     overlay: str | None = None
     sink: bool = False  # annotate every frame but send it nowhere (benchmarks)

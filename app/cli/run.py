@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from app.cli.common import load_settings, without_gpu
 from app.display.present import KEYS, OutputOptions
@@ -22,8 +23,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--source", help="file, webcam index, rtsp:// or http:// MJPEG URL (default: VIDEO_SOURCE)")
     p.add_argument("--headless", action="store_true", help="no window: write --out and/or serve --serve")
     p.add_argument("--out", help="write the annotated video to this file (default: OUTPUT when headless)")
-    p.add_argument("--serve", type=int, metavar="PORT",
-                   help="serve the annotated video as MJPEG on 127.0.0.1:PORT (default: SERVE_PORT)")
+    p.add_argument("--serve", type=serve_arg, metavar="[HOST:]PORT",
+                   help="serve the web app (live view, face library, REST API) on HOST:PORT (HOST default: "
+                        "SERVE_HOST, 127.0.0.1; any other address needs API_TOKEN; PORT default: SERVE_PORT)")
     p.add_argument("--log-tracks", metavar="FILE", help="one JSON line per processed frame (default: none)")
     p.add_argument("--overlay", choices=OVERLAY_MODES,
                    help="stats overlay: compact, full or off (default: OVERLAY, compact); the o key cycles it")
@@ -35,6 +37,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default 0: no limit)")
     p.add_argument("--realtime", action="store_true",
                    help="replay a file at its frame rate, as a live camera would deliver it (implies --live)")
+    p.add_argument("--loop", action="store_true",
+                   help="replay a file forever (with --realtime it behaves like a camera)")
     p.add_argument("--validate-on-start", action="store_true",
                    help="before running, compare the embedding backend with ONNX Runtime FP32 on faces of the "
                         "source's first frames; stop if they drift apart")
@@ -42,6 +46,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--single-process", action="store_true",
                    help="run every stage in this process, one frame at a time (debugging, baseline)")
     p.set_defaults(func=cmd_run)
+
+
+def serve_arg(value: str) -> tuple[str | None, int]:
+    """``--serve [HOST:]PORT`` for argparse (its error names the option and the expected form)."""
+    import argparse
+
+    from app.web.server import parse_serve
+
+    try:
+        return parse_serve(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--serve {value!r}: ")) from None
 
 
 def window_keys() -> str:
@@ -53,12 +69,13 @@ def output_options(settings: Settings, args, fps: float | dict[int, float],
                    streams: dict[int, str] | None = None,
                    sizes: dict[int, tuple[int, int]] | None = None) -> OutputOptions:
     headless = args.headless or settings.display != "window"
+    serve = (None, args.serve) if isinstance(args.serve, int) else args.serve  # a port alone, or --serve's (host, port)
     files = bool(settings.sources) and not any(parse_source(s).live for s in settings.sources)
     return OutputOptions(
         window=not headless,
         out=args.out or (settings.output if headless else ""),
-        serve_port=args.serve if args.serve is not None else settings.serve_port,
-        serve_host=settings.serve_host,
+        serve_port=serve[1] if serve is not None else settings.serve_port,
+        serve_host=(serve[0] if serve is not None else None) or settings.serve_host,
         log_tracks=args.log_tracks or "",
         fps=fps,
         streams=streams or {0: ""},
@@ -66,6 +83,7 @@ def output_options(settings: Settings, args, fps: float | dict[int, float],
         sink=getattr(args, "sink", False),
         overlay=getattr(args, "overlay", None) or settings.overlay,
         pace=not headless and files,  # a file in a window plays at its frame rate; files written get every frame
+        settings=settings,
     )
 
 
@@ -91,6 +109,27 @@ def check_outputs(settings: Settings, args) -> None:
                           "output on purpose)")
 
 
+def check_serve(settings: Settings, args) -> None:
+    """Beyond loopback only with API_TOKEN: refused here, before anything starts (one line, exit 2)."""
+    from app.web.auth import check_bind
+
+    options = output_options(settings, args, 30.0)
+    if options.serve_port:
+        check_bind(options.serve_host, options.serve_port, settings.api_token)
+
+
+def check_loop(settings: Settings, args) -> None:
+    """``--loop`` replays files: a live source has no end to start again from."""
+    args.loops = getattr(args, "loops", 1)
+    if not getattr(args, "loop", False):
+        return
+    live = [s for s in settings.sources if parse_source(s).live]
+    if live:
+        raise FacestreamError(f"--loop replays files, but {parse_source(live[0]).display_name} is a live source: "
+                              "drop --loop")
+    args.loops = sys.maxsize
+
+
 def cmd_run(args) -> int:
     settings = load_settings(args, VIDEO_SOURCE=args.source)
     if not settings.sources:
@@ -99,6 +138,8 @@ def cmd_run(args) -> int:
     for source in settings.sources:  # what to read first (a missing file is the likelier slip), then where to write
         parse_source(source)
     check_outputs(settings, args)
+    check_serve(settings, args)
+    check_loop(settings, args)
     settings = without_gpu(settings)
     if args.validate_on_start:
         validate_on_start(settings, args.max_drift)

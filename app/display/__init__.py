@@ -1,1 +1,1 @@
-"""Showing results: drawing (annotate), the window, the video file, the MJPEG server, the track log."""
+"""Showing results: drawing (annotate), the window, the video file, the track log (the web app's pictures: app/web)."""

@@ -1,13 +1,12 @@
-"""Where annotated frames go: an OpenCV window, an MJPEG server, a JSONL track log (the video file: video.py)."""
+"""Where annotated frames go: an OpenCV window, a JSONL track log (the video file: video.py; the web app and its
+MJPEG streams: app/web)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -77,69 +76,6 @@ class Window:
             cv2.waitKey(1)
         except cv2.error:
             pass
-
-
-class MjpegServer:
-    """Serves the latest annotated frame as multipart MJPEG (open http://127.0.0.1:PORT/ in a browser)."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 80) -> None:
-        self.quality = quality
-        self._jpeg: bytes | None = None
-        self._cond = threading.Condition()
-        self._closed = False
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet: no per-request lines
-                pass
-
-            def do_GET(self) -> None:
-                if self.path not in ("/", "/stream.mjpg"):
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.send_header("Cache-Control", "no-cache")
-                self.end_headers()
-                last = None
-                try:
-                    while not server._closed:
-                        with server._cond:
-                            server._cond.wait_for(lambda prev=last: server._closed or server._jpeg is not prev,
-                                                  timeout=1.0)
-                            jpeg = server._jpeg
-                        if jpeg is None or jpeg is last:
-                            continue
-                        last = jpeg
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:
-            raise FacestreamError(f"cannot serve MJPEG on {host}:{port} ({exc.strerror}): choose another "
-                                  "--serve port") from exc
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="mjpeg", daemon=True)
-        self.thread.start()
-        log.info("serving MJPEG on http://%s:%d/", host, self.port)
-
-    def publish(self, frame: np.ndarray) -> None:
-        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if ok:
-            with self._cond:
-                self._jpeg = buf.tobytes()
-                self._cond.notify_all()
-
-    def close(self) -> None:
-        self._closed = True
-        with self._cond:
-            self._cond.notify_all()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class TrackLog:

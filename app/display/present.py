@@ -1,6 +1,6 @@
 """Display stage: draw a frame's faces and overlay, then hand it to every output that is switched on.
 
-One stream: the window / MJPEG server show its annotated frames at full size. Several streams: each gets
+One stream: the window / web app show its annotated frames at full size. Several streams: each gets
 its own video file (``out`` becomes ``name-s<N>.ext``) and the window / server show a mosaic of all of them.
 A file shown in a window plays at its own frame rate: the display waits for each frame's time, and the
 stages before it wait for the display (back-pressure), so every frame is still processed and none dropped.
@@ -18,9 +18,10 @@ import numpy as np
 
 from app.display.annotate import Overlay, Renderer, next_mode
 from app.display.mosaic import Mosaic, mosaic_size
-from app.display.outputs import MjpegServer, TrackLog, Window
+from app.display.outputs import TrackLog, Window
 from app.display.video import VideoFile
 from app.types import Faces, FrameRef
+from app.web.live import GRID
 
 #: the window's keys, as the help panel and `run --help` name them
 KEYS = (("o", "overlay compact / full / off"), ("space", "pause / resume (files)"), ("h or ?", "show / hide this help"),
@@ -42,6 +43,16 @@ class OutputOptions:
     mosaic_hz: float = 30.0  # most mosaic refreshes per second of the window / server
     overlay: str = "compact"  # stats overlay: compact, full or off (the window's o key cycles it)
     pace: bool = False  # the sources are files: the window shows them at their frame rate and can pause them
+    settings: object | None = None  # the run's Settings: the web app (serve_port) needs the token and the gallery
+
+
+def web_server(options: OutputOptions):
+    """The web app (live view, face library, REST API) in a thread of this process: it has the drawn frames."""
+    from app.settings import Settings
+    from app.web.server import WebServer
+
+    settings = options.settings if isinstance(options.settings, Settings) else Settings()
+    return WebServer(settings, options.serve_port, options.serve_host, options.streams)
 
 
 def stream_path(out: str, stream: int, streams: int) -> str:
@@ -53,7 +64,7 @@ def stream_path(out: str, stream: int, streams: int) -> str:
 
 
 class Present:
-    """Owns the window / files / MJPEG server / track log; ``__call__`` returns False when the user quits."""
+    """Owns the window / files / web app / track log; ``__call__`` returns False when the user quits."""
 
     def __init__(self, options: OutputOptions) -> None:
         self.options = options
@@ -64,7 +75,7 @@ class Present:
         self.window = Window(options.title) if options.window else None
         self.videos = ({s: VideoFile(stream_path(options.out, s, n), fps.get(s, 30.0)) for s in options.streams}
                        if options.out else {})
-        self.server = MjpegServer(options.serve_port, options.serve_host) if options.serve_port else None
+        self.server = web_server(options) if options.serve_port else None
         self.tracks = TrackLog(options.log_tracks) if options.log_tracks else None
         self.mosaic = (Mosaic(options.streams, mosaic_size(options.sizes, len(options.streams)))
                        if n > 1 and (self.window or self.server or options.sink) else None)
@@ -111,6 +122,8 @@ class Present:
         self.overlay = overlay
         if self.tracks:
             self.tracks.write(ref, faces)
+        if self.server:  # recent faces: crops cut from the raw frame, before anything is drawn on it
+            self.server.live.recent.observe(ref, frame, faces, still_valid)
         if frame is None or not self.draws:
             return True
         valid = still_valid or (lambda: True)
@@ -118,17 +131,25 @@ class Present:
         if self.mosaic is None:
             if self.shows:
                 self.last = (frame.copy(), faces)
-            self.renderer.draw(frame, faces, overlay)
+            # the web page shows the stats as HTML: its picture gets the boxes, the overlay only for the others
+            self.renderer.draw(frame, faces, None if self.server else overlay)
             if not valid():
                 self.torn += 1
                 return self.pump()
+            if self.server:
+                self._publish(ref.stream, frame, overlay)
+                if overlay is not None and (video or self.window):
+                    self.renderer.draw_overlay(frame, overlay, max(0.4, min(1.0, frame.shape[0] / 900)))
             if video:
                 video.write(frame)
             return self._show(frame)
-        if video:  # full-size drawing for the file, then the annotated frame shrinks into its tile
+        if video or self.server:  # full-size drawing for the file / the stream's page, then shrunk into its tile
             self.renderer.draw(frame, faces)
             if valid():
-                video.write(frame)
+                if video:
+                    video.write(frame)
+                if self.server:
+                    self._publish(ref.stream, frame, overlay)
                 self.mosaic.put(ref.stream, frame, None)
             else:
                 self.torn += 1
@@ -138,7 +159,26 @@ class Present:
         if not self.shows or now < self._next_show:
             return self.pump()
         self._next_show = now + 1.0 / self.options.mosaic_hz
-        return self._show(self.mosaic.compose(self.renderer, overlay))
+        if self.server:
+            self._publish(GRID, lambda: self.mosaic.compose(self.renderer, None), overlay)
+        return self._show(self.mosaic.compose(self.renderer, overlay)) if self.window else True
+
+    def _publish(self, key, frame, overlay: Overlay | None) -> None:
+        """Hand the web app a picture: boxes only; a source outage's red line is the one overlay it keeps (a bare
+        MJPEG client has no page to say so)."""
+        if not self.server.live.wants(key):
+            return
+
+        def picture() -> np.ndarray:
+            img = frame() if callable(frame) else frame
+            if overlay is not None and overlay.warn and overlay.lines:
+                img = img.copy()
+                line = (overlay.compact or overlay.lines)[:1]
+                self.renderer.draw_panel(img, "web-warn", line, max(0.4, min(1.0, img.shape[0] / 900)) * 0.8,
+                                         "bottom-left", warn=True)
+            return img
+
+        self.server.live.publish(key, picture)
 
     def wait_turn(self, ref: FrameRef) -> bool:
         """Paced (a file in a window): wait until ``ref``'s time in its stream's playback, and while paused,
@@ -182,11 +222,15 @@ class Present:
         changed what is drawn)."""
         overlay = overlay if overlay is not None else self.overlay
         if self.mosaic is not None:
-            return self._show(self.mosaic.compose(self.renderer, overlay))
+            if self.server:
+                self._publish(GRID, lambda: self.mosaic.compose(self.renderer, None), overlay)
+            return self._show(self.mosaic.compose(self.renderer, overlay)) if self.window else True
         if self.last is None:
             return self.pump()
         frame, faces = self.last
-        return self._show(self.renderer.draw(frame.copy(), faces, overlay))
+        if self.server:
+            self._publish(next(iter(self.options.streams)), lambda: self.renderer.draw(frame.copy(), faces), overlay)
+        return self._show(self.renderer.draw(frame.copy(), faces, overlay)) if self.window else True
 
     def help_lines(self) -> list[str]:
         keys = [(k, f"{what} (now {self.renderer.overlay})" if k == "o" else what) for k, what in KEYS
@@ -194,8 +238,7 @@ class Present:
         return ["keys", *(f"{k}:  {what}" for k, what in keys)]
 
     def _show(self, frame: np.ndarray) -> bool:
-        if self.server:
-            self.server.publish(frame)
+        """Show ``frame`` in the window (the web app gets its pictures through ``_publish``)."""
         if not self.window:
             return True
         if self.help or self.paused:  # window only: on a copy, never in the file or the MJPEG stream

@@ -1,7 +1,7 @@
 """Display: draws on the frame the boxes were computed from (read back from its ring), writes and serves it.
 
 While a live source is down and nothing flows, ``idle`` redraws the last frame with a red line saying so
-(window and MJPEG server; the video file and the track log get real frames only).
+(window and the web app's picture; the video file and the track log get real frames only).
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class DisplayStage(Stage):
                           f"capture->display latency p50 {p50:.0f} ms  p99 {p99:.0f} ms"]
             compact = compact_lines(stats, p50, p99)
             self.compact = [source, compact[0]] if self.warn else compact
+            if self.present.server:  # the web page shows these as HTML
+                self.present.server.live.set_stats(stats, p50, p99, source, self.warn)
         return Overlay(list(self.lines), warn=self.warn, compact=list(self.compact))
 
     def _closed(self) -> None:

@@ -1,15 +1,13 @@
 """Outputs without a window: MJPEG over HTTP on loopback, the atomic video file, the JSONL track log."""
 
 import json
-import socket
-import urllib.request
 
 import cv2
 import numpy as np
 import pytest
 
 from app.display.annotate import Overlay, Renderer, colour_for
-from app.display.outputs import MjpegServer, TrackLog
+from app.display.outputs import TrackLog
 from app.display.video import VideoFile
 from app.errors import FacestreamError
 from app.types import Faces, FrameRef
@@ -28,32 +26,6 @@ def test_renderer_draws_box_label_and_overlay():
     colour = np.array(colour_for("ada"))
     assert np.all(np.abs(frame.astype(int) - colour) <= 2, axis=2).sum() > 200  # box + label fill
     assert np.all(frame[300:, :200] > 200, axis=2).sum() > 50  # overlay text, bottom-left
-
-
-def test_mjpeg_server_serves_frames_on_loopback_only():
-    server = MjpegServer(0)
-    try:
-        assert server.httpd.server_address[0] == "127.0.0.1"
-        frame = np.full((120, 160, 3), (0, 128, 255), np.uint8)
-        server.publish(frame)
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5) as resp:
-            assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
-            data = b""
-            while data.count(b"\xff\xd9") < 1:
-                data += resp.read1(65536)
-        jpeg = data[data.index(b"\xff\xd8"): data.index(b"\xff\xd9") + 2]
-        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert img.shape == (120, 160, 3) and abs(int(img[60, 80, 2]) - 255) < 10
-    finally:
-        server.close()
-
-
-def test_busy_port_is_a_clear_error():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        with pytest.raises(FacestreamError, match="choose another --serve port"):
-            MjpegServer(s.getsockname()[1])
 
 
 def test_video_file_appears_only_when_complete(tmp_path):
@@ -99,7 +71,6 @@ def test_track_log_gives_an_unknown_face_its_nearest_person_and_an_untracked_fac
 
 def test_a_window_without_a_display_is_one_clear_error_naming_the_headless_options(monkeypatch):
     from app.display.outputs import Window
-    from app.errors import FacestreamError
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
