@@ -12,6 +12,7 @@ from app.cli.run import output_options
 from app.cli.summary import end_line, time_to_name_line, written_files
 from app.errors import FacestreamError, Stopped
 from app.gallery.outage import blind_seconds
+from app.observe.server import serve_metrics
 from app.observe.time_to_name import Collector
 from app.settings import Settings
 from app.stages.capture import VideoSource, parse_source
@@ -177,9 +178,14 @@ def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
     preflight(settings)
     pipe, every = build_pipeline(settings, args)
     log.info("running %d stages (%s mode)", len(pipe.stages), "every-frame" if every else "live")
+    server = serve_metrics(settings, lambda: pipe.metrics.spec if pipe.metrics is not None else None)
     marks = Collector(pipe.events_link.marks)
-    result = pipe.run()
-    ttn = marks.close()
+    try:
+        result = pipe.run()
+    finally:
+        ttn = marks.close()
+        if server is not None:
+            server.close()
     if report is not None:
         report.update(result=result, stats=pipe.stage_stats(), every_frame=every, time_to_name=ttn)
     stats = {s.name: s for s in pipe.stage_stats()}

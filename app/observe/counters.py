@@ -13,3 +13,4 @@ EVENTS_FAILED = 5  # failed attempts to send an event (each retry counts)
 EVENTS_DROPPED = 6  # undelivered events dropped because the on-disk queue was full
 
 GALLERY_EVERY = 30.0
+COUNTERS_USED = 7  # counters 0..6 carry a meaning (the row has room for app.runtime.metrics.COUNTERS)
