@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ log = logging.getLogger("facestream.events")
 
 NAMED_MARK, UNNAMED_MARK, PUBLISHED_MARK = "named", "unnamed", "published"
 UNKNOWN_AFTER = 3  # gallery answers that said unknown before a face is worth an unknown.appeared
+LOOKBACK = 90  # frames per stream whose untracked faces are kept, to find when a new track's face first showed
 
 
 @dataclass
@@ -59,6 +61,7 @@ class EventTap:
                                    announced=announced_lookup(settings.events_dir),
                                    full_frame=settings.events_full_frame)
         self.seen: dict[tuple[int, int], _Seen] = {}
+        self.untracked: dict[int, deque[tuple[float, np.ndarray]]] = {}  # stream -> (capture time, boxes)
         self.next_gallery = 0.0
 
     @property
@@ -79,7 +82,9 @@ class EventTap:
             tid = int(faces.track_ids[i]) if faces.track_ids is not None else -1
             if tid < 0:
                 continue
-            seen = self.seen.setdefault((stream, tid), _Seen(first=ts))
+            seen = self.seen.get((stream, tid))
+            if seen is None:
+                seen = self.seen[stream, tid] = _Seen(first=self._first_detected(stream, faces.boxes[i], ts))
             name = faces.names[i] if i < len(faces.names) else UNKNOWN
             pid = faces.person_ids[i] if i < len(faces.person_ids) else ""
             known = name != UNKNOWN and bool(pid)
@@ -96,6 +101,7 @@ class EventTap:
                                                 votes=seen.queries))
         for tid in decisions.ended:
             self._close(stream, int(tid))
+        self._keep_untracked(stream, ts, faces)
         if self.deriver is not None:
             self._send(self.deriver.update(decisions, image))
 
@@ -128,6 +134,29 @@ class EventTap:
         self.metrics.count(counters.NAMED, named)
         self.metrics.count(counters.UNKNOWN, len(faces) - named)
 
+    def _keep_untracked(self, stream: int, ts: float, faces: Faces) -> None:
+        """The faces not (yet) tracked in this frame: the tracker shows a track from its second hit, and a face
+        may be detected a while below the score that starts a track."""
+        if faces.track_ids is None:
+            boxes = np.asarray(faces.boxes, np.float32).reshape(-1, 4)
+        else:
+            boxes = np.asarray(faces.boxes, np.float32).reshape(-1, 4)[np.asarray(faces.track_ids) < 0]
+        self.untracked.setdefault(stream, deque(maxlen=LOOKBACK)).append((ts, boxes))
+
+    def _first_detected(self, stream: int, box: np.ndarray, ts: float) -> float:
+        """Capture time of the first frame in which this new track's face was detected: walk back through the
+        frames just before while each holds an untracked face overlapping the one after it (IoU > 0.3)."""
+        first, box = ts, np.asarray(box, np.float32)
+        for when, boxes in reversed(self.untracked.get(stream, ())):
+            if not len(boxes):
+                break
+            overlap = _iou(box, boxes)
+            k = int(np.argmax(overlap))
+            if overlap[k] <= 0.3:
+                break
+            first, box = when, boxes[k]
+        return first
+
     def _close(self, stream: int, tid: int) -> None:
         seen = self.seen.pop((stream, tid), None)
         if seen is not None and not seen.named:
@@ -140,6 +169,14 @@ class EventTap:
     def _send(self, events) -> None:
         for event in events:
             self.link.events.put(event.to_dict())
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area - inter, 1e-9)
 
 
 def intact_copy(ring, seq: int) -> np.ndarray | None:

@@ -35,20 +35,36 @@ class Percentiles:
 
 @dataclass
 class TimeToName:
-    named: dict[tuple, float] = field(default_factory=dict)  # track -> seconds, capture to capture
-    published: dict[tuple, float] = field(default_factory=dict)  # track -> seconds, capture to wall clock
+    """Marks are (kind, run, stream, track, first, at): ``first`` the capture time of the first frame the face
+    was detected in (the tap's; a publisher mark carries the event's ``first_seen``, used only when the tap's
+    mark is missing), ``at`` the capture time (named) or wall clock (published)."""
+
+    first: dict[tuple, float] = field(default_factory=dict)  # track -> capture time of its first detection
+    named_at: dict[tuple, float] = field(default_factory=dict)  # track -> capture time of its first named frame
+    published_at: dict[tuple, tuple[float, float]] = field(default_factory=dict)  # track -> (wall clock, first_seen)
     unnamed: set[tuple] = field(default_factory=set)  # tracks that ended without ever being named
 
     def add(self, mark: tuple) -> None:
         kind, run, stream, track, first, at = mark
         key = (run, str(stream), int(track))
         if kind == NAMED_MARK:
-            self.named.setdefault(key, max(0.0, at - first))
+            self.first.setdefault(key, first)
+            self.named_at.setdefault(key, at)
             self.unnamed.discard(key)
         elif kind == PUBLISHED_MARK:
-            self.published.setdefault(key, max(0.0, at - first))
-        elif kind == UNNAMED_MARK and key not in self.named:
+            self.published_at.setdefault(key, (at, first))
+        elif kind == UNNAMED_MARK and key not in self.named_at:
             self.unnamed.add(key)
+
+    @property
+    def named(self) -> dict[tuple, float]:
+        """Seconds from first detection to the first named frame, per track (capture clock to capture clock)."""
+        return {k: max(0.0, at - self.first[k]) for k, at in self.named_at.items()}
+
+    @property
+    def published(self) -> dict[tuple, float]:
+        """Seconds from first detection to person.appeared acknowledged by a sink, per track."""
+        return {k: max(0.0, at - self.first.get(k, seen)) for k, (at, seen) in self.published_at.items()}
 
     def capture(self) -> Percentiles | None:
         return Percentiles.of(list(self.named.values()))
