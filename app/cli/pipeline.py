@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 
 from app.cli.run import output_options
@@ -13,7 +14,7 @@ from app.cli.summary import end_line, time_to_name_line, written_files
 from app.errors import FacestreamError, Stopped
 from app.gallery.outage import blind_seconds
 from app.observe.server import serve_metrics
-from app.observe.time_to_name import Collector
+from app.observe.time_to_name import time_to_name
 from app.settings import Settings
 from app.stages.capture import VideoSource, parse_source
 
@@ -93,7 +94,8 @@ def every_frame_mode(settings: Settings, args, live: bool) -> bool:
     return {"true": True, "false": False}.get(settings.every_frame, not live)
 
 
-def build_pipeline(settings: Settings, args):
+def build_pipeline(settings: Settings, args, marks: str | None = None):
+    """The stages; ``marks``: a folder for the time-to-name marks (None: not kept)."""
     from app.events.wiring import add_publisher, events_link
     from app.runtime import Pipeline
     from app.runtime.stages import (
@@ -153,8 +155,7 @@ def build_pipeline(settings: Settings, args):
     pipe.stage("align", AlignStage(settings), ["detections"], ["crops"], rings, restarts=r["align"])
     fps = {i: p[2] for i, p in enumerate(probes)}
     pipe.stage("embed+track", EmbedTrackStage(settings, fps), ["crops"], ["tracks"], restarts=r["embed+track"])
-    link = events_link(settings, getattr(args, "run_id", None))
-    pipe.events_link = link  # run_pipeline reads the time-to-name marks from it
+    link = events_link(settings, marks, getattr(args, "run_id", None))
     pipe.stage("identify", IdentifyStage(settings, link), ["tracks"], ["named"], rings, restarts=r["identify"])
     add_publisher(pipe, settings, link)
     names = {i: spec.display_name for i, spec in enumerate(specs)}
@@ -176,16 +177,16 @@ def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
     (how it ended, the files written); a stage failure is then raised as the run's one error line."""
     started = time.time()
     preflight(settings)
-    pipe, every = build_pipeline(settings, args)
-    log.info("running %d stages (%s mode)", len(pipe.stages), "every-frame" if every else "live")
-    server = serve_metrics(settings, lambda: pipe.metrics.spec if pipe.metrics is not None else None)
-    marks = Collector(pipe.events_link.marks)
-    try:
-        result = pipe.run()
-    finally:
-        ttn = marks.close()
-        if server is not None:
-            server.close()
+    with tempfile.TemporaryDirectory(prefix="facestream-ttn-") as marks:
+        pipe, every = build_pipeline(settings, args, marks)
+        log.info("running %d stages (%s mode)", len(pipe.stages), "every-frame" if every else "live")
+        server = serve_metrics(settings, lambda: pipe.metrics.spec if pipe.metrics is not None else None)
+        try:
+            result = pipe.run()
+        finally:
+            if server is not None:
+                server.close()
+        ttn = time_to_name(marks)
     if report is not None:
         report.update(result=result, stats=pipe.stage_stats(), every_frame=every, time_to_name=ttn)
     stats = {s.name: s for s in pipe.stage_stats()}

@@ -1,7 +1,8 @@
-"""The publisher as a stage of the pipeline: its own process, fed by the identify stage's events queue.
+"""The publisher as a stage of the pipeline: its own process, fed by the identify stage's events spool.
 
-It owns its loop (no shared-memory records in or out): events arrive on a ``multiprocessing`` queue whose
-``put`` never blocks the identify stage, are persisted in the outbox at once and sent by the sinks' threads.
+It owns its loop (no shared-memory records in or out): events arrive as spool files the identify stage
+wrote without waiting (app/events/spool.py), are persisted in the outbox at once and sent by the sinks'
+threads.
 Its metrics row says what it did: items = events accepted, depth = events owed to the sinks, and the
 ``events`` counters (sent, failed attempts, dropped by the queue's bound).
 """
@@ -27,6 +28,7 @@ class PublisherStage:
     def __init__(self, settings: Settings, link: EventsLink) -> None:
         self.settings = settings
         self.link = link
+        self._marks = None
 
     def setup(self, ctx) -> None:
         from app.events.publisher import Publisher
@@ -42,7 +44,9 @@ class PublisherStage:
 
     def run(self, ctx) -> None:
         from app.events.publisher import pump
+        from app.events.spool import SpoolReader
 
+        spool = SpoolReader(self.link.events, self.link.run)
         ticked = [0]
 
         def report() -> None:
@@ -55,13 +59,18 @@ class PublisherStage:
                 ticked[0] = self.publisher.accepted
 
         try:
-            pump(self.publisher, self.link.events, lambda: ctx.stopping, self.drain_s, report)
+            pump(self.publisher, spool, lambda: ctx.stopping, self.drain_s, report)
         finally:
+            spool.close()
             report()
 
     def _published(self, event, at: float) -> None:
         if self.link.marks is not None:
-            self.link.marks.put((PUBLISHED_MARK, event.run, event.stream, event.track, event.first_seen, at))
+            if self._marks is None:
+                from app.events.spool import MarkLog
+
+                self._marks = MarkLog(self.link.marks)
+            self._marks.put((PUBLISHED_MARK, event.run, event.stream, event.track, event.first_seen, at))
 
     def teardown(self) -> None:
         publisher = getattr(self, "publisher", None)

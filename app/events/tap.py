@@ -1,11 +1,11 @@
 """The identify stage's tap: each labelled frame becomes ``FrameDecisions`` for the ``Deriver``; the events it
-causes go to the publisher process through a queue, and the face counts and time-to-name marks go to the
-metrics row and the parent.
+causes go to the publisher process through the spool (app/events/spool.py), and the face counts and
+time-to-name marks go to the metrics row and the parent.
 
 It lives beside the identify stage (one call per frame), so the ``Identify`` class stays about the gallery.
-The queue is a ``multiprocessing`` queue whose ``put`` never blocks (a feeder thread writes it): a broker or
-receiver that is down never stalls identify; the publisher persists every event on disk at once and the
-outbox's bound (EVENTS_MAX_MB) is what limits a long outage, not this queue.
+Writing to the spool never waits on the publisher: a broker or receiver that is down never stalls identify;
+the publisher persists every event in the outbox at once, and the outbox's bound (EVENTS_MAX_MB) is what
+limits a long outage.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from app.events.derive import Deriver, FaceDecision, FrameDecisions
 from app.events.outbox import announced_lookup
+from app.events.spool import MarkLog, SpoolWriter
 from app.observe import counters
 from app.settings import Settings
 from app.types import UNKNOWN, Faces
@@ -34,12 +34,13 @@ LOOKBACK = 90  # frames per stream whose untracked faces are kept, to find when 
 
 @dataclass
 class EventsLink:
-    """What the parent hands the identify stage and the publisher (picklable at spawn): the run id, the events
-    queue (None: no sink configured, nothing derived) and the queue of time-to-name marks for the parent."""
+    """What the parent hands the identify stage and the publisher (plain data, picklable at spawn): the run id,
+    the events spool folder (None: no sink configured, nothing derived) and the folder of time-to-name marks
+    the parent reads at the end (None: not kept)."""
 
     run: str
-    events: Any = None
-    marks: Any = None
+    events: str | None = None
+    marks: str | None = None
 
 
 @dataclass
@@ -55,6 +56,8 @@ class EventTap:
     def __init__(self, settings: Settings, link: EventsLink, metrics=None) -> None:
         self.link = link
         self.metrics = metrics
+        self.spool = SpoolWriter(link.events) if link.events is not None else None
+        self.marks = MarkLog(link.marks) if link.marks is not None else None
         self.deriver = None
         if link.events is not None:
             self.deriver = Deriver(link.run, unknown_after=UNKNOWN_AFTER,
@@ -122,7 +125,7 @@ class EventTap:
             self._close(stream, tid)
         if self.deriver is not None:
             self._send(self.deriver.finish())
-            self.link.events.put(None)
+            self.spool.put(None, self.link.run)
 
     # ------------------------------------------------------------------
     def _count(self, faces: Faces) -> None:
@@ -163,12 +166,12 @@ class EventTap:
             self._mark(UNNAMED_MARK, stream, tid, seen.first, None)
 
     def _mark(self, kind: str, stream: int, tid: int, first: float, at: float | None) -> None:
-        if self.link.marks is not None:
-            self.link.marks.put((kind, self.link.run, str(stream), tid, first, at))
+        if self.marks is not None:
+            self.marks.put((kind, self.link.run, str(stream), tid, first, at))
 
     def _send(self, events) -> None:
         for event in events:
-            self.link.events.put(event.to_dict())
+            self.spool.put(event.to_dict())
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 
 from app.events.tap import EventsLink
 from app.settings import Settings
@@ -17,16 +18,15 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def events_link(settings: Settings, run: str | None = None) -> EventsLink:
-    """The link for this run (queues of the runtime's ``spawn`` context); a bad MQTT_URL or WEBHOOK_URL fails
-    here, before any process starts."""
-    import multiprocessing as mp
-
+def events_link(settings: Settings, marks: str | None, run: str | None = None) -> EventsLink:
+    """The link for this run: events spooled under EVENTS_DIR/spool when a sink is configured, time-to-name
+    marks in ``marks`` (a folder the caller made and removes). A bad MQTT_URL or WEBHOOK_URL fails here,
+    before any process starts."""
     from app.events.publisher import sinks_from_settings
 
-    spawn = mp.get_context("spawn")
     sinks = sinks_from_settings(settings)
-    return EventsLink(run=run or new_run_id(), events=spawn.Queue() if sinks else None, marks=spawn.Queue())
+    spool = str(Path(settings.events_dir).resolve() / "spool") if sinks else None
+    return EventsLink(run=run or new_run_id(), events=spool, marks=marks)
 
 
 def add_publisher(pipe, settings: Settings, link: EventsLink) -> None:

@@ -1,20 +1,19 @@
 """Time to a name: for each track, from the capture of its first detected frame to (a) the capture of its
 first named frame and (b) the wall clock when its ``person.appeared`` was published (a sink acknowledged it).
 
-The identify stage's tap and the publisher put marks on a queue; a thread in the parent collects them while
-the pipeline runs (the queue must be read as it fills, or a child would block at exit flushing it). Marks are
-kept per (run, stream, track) and the first of each kind wins, so a restarted identify stage counts a track
-once.
+The identify stage's tap and the publisher append marks to files in a folder the parent reads at the end
+(app/events/spool.py: a killed stage cannot jam a file as it could a queue). Marks are kept per (run,
+stream, track) and the first of each kind wins, so a restarted identify stage counts a track once.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from app.events.spool import read_marks
 from app.events.tap import NAMED_MARK, PUBLISHED_MARK, UNNAMED_MARK
 
 
@@ -73,34 +72,9 @@ class TimeToName:
         return Percentiles.of(list(self.published.values()))
 
 
-class Collector:
-    """Reads ``marks`` on a daemon thread until ``close``."""
-
-    def __init__(self, marks) -> None:
-        self.marks = marks
-        self.result = TimeToName()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="time-to-name", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._take(0.2)
-
-    def _take(self, timeout: float) -> bool:
-        try:
-            self.result.add(self.marks.get(timeout=timeout))
-            return True
-        except queue.Empty:
-            return False
-        except (EOFError, OSError, ValueError):  # the queue was closed under us at shutdown
-            self._stop.set()
-            return False
-
-    def close(self) -> TimeToName:
-        """Stop and take what is still queued (the children flushed their marks before they exited)."""
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        while self._take(0.05):
-            pass
-        return self.result
+def time_to_name(folder: str | Path) -> TimeToName:
+    """The marks the stages wrote in ``folder`` (app.events.spool.MarkLog), gathered."""
+    result = TimeToName()
+    for mark in read_marks(folder):
+        result.add(mark)
+    return result

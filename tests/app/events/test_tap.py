@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.events.schema import APPEARED, LEFT, UNKNOWN_APPEARED, Event
+from app.events.spool import SpoolReader, read_marks
 from app.events.tap import NAMED_MARK, UNNAMED_MARK, EventsLink, EventTap, intact_copy
 from app.observe import counters
 from app.runtime.metrics import Metrics
@@ -41,17 +42,22 @@ def row():
     block.close()
 
 
-def drain(q) -> list:
-    out = []
+def drain(link: EventsLink, what: str) -> list:
+    """What the tap wrote: the events in the spool (None: the end mark) or the time-to-name marks."""
+    if what == "marks":
+        return read_marks(link.marks)
+    reader, out = SpoolReader(link.events, link.run), []
     while True:
         try:
-            out.append(q.get(timeout=0.2))
+            out.append(reader.get(timeout=0.1))
         except queue.Empty:
+            return out
+        if out[-1] is None:
             return out
 
 
 def test_decisions_become_events_counts_and_marks(tmp_path, row):
-    link = EventsLink(run="r1", events=queue.Queue(), marks=queue.Queue())
+    link = EventsLink(run="r1", events=str(tmp_path / "spool"), marks=str(tmp_path / "marks"))
     tap = EventTap(Settings(events_dir=str(tmp_path)), link, row.writer("identify"))
     image = np.full((240, 640, 3), 128, np.uint8)
     # track 1: two unknown frames, then named at frame 2; track 2: unknown, queried every frame
@@ -60,7 +66,7 @@ def test_decisions_become_events_counts_and_marks(tmp_path, row):
     tap.frame(0, 2, T0 + 0.2, faces([(1, "obama", True), (2, UNKNOWN, True)]), image=image)
     tap.frame(0, 3, T0 + 0.3, faces([(2, UNKNOWN, False)]), removed=[1], image=image)
     tap.finish()
-    items = drain(link.events)
+    items = drain(link, "events")
     assert items[-1] is None  # the publisher's end mark comes last
     events = [Event.from_dict(d) for d in items[:-1]]
     assert [(e.type, e.track) for e in events] == [(APPEARED, 1), (UNKNOWN_APPEARED, 2), (LEFT, 1), (LEFT, 2)]
@@ -68,7 +74,7 @@ def test_decisions_become_events_counts_and_marks(tmp_path, row):
     assert appeared.name == "obama" and appeared.first_seen == T0 and appeared.captured_at == T0 + 0.2
     assert appeared.crop_jpeg.startswith(b"\xff\xd8")
     assert events[1].nearest == {"person_id": None, "name": "obama"}  # 3 answers said unknown: announced
-    marks = drain(link.marks)
+    marks = drain(link, "marks")
     assert (NAMED_MARK, "r1", "0", 1, T0, T0 + 0.2) in marks
     assert (UNNAMED_MARK, "r1", "0", 2, T0, None) in marks
     counted = row.row("identify")["counters"]
@@ -76,13 +82,13 @@ def test_decisions_become_events_counts_and_marks(tmp_path, row):
 
 
 def test_without_a_sink_nothing_is_derived_but_time_to_name_is_marked(tmp_path):
-    link = EventsLink(run="r2", events=None, marks=queue.Queue())
+    link = EventsLink(run="r2", events=None, marks=str(tmp_path / "marks"))
     tap = EventTap(Settings(events_dir=str(tmp_path)), link)
     assert not tap.wants_frame
     tap.frame(0, 0, T0, faces([(5, "lin", True)]))
     tap.finish()
-    assert drain(link.marks) == [(NAMED_MARK, "r2", "0", 5, T0, T0)]
-    assert not (tmp_path / "outbox.sqlite3").exists()
+    assert drain(link, "marks") == [(NAMED_MARK, "r2", "0", 5, T0, T0)]
+    assert not (tmp_path / "outbox.sqlite3").exists() and not (tmp_path / "spool").exists()
 
 
 def test_a_frame_overwritten_gives_no_snapshot():
@@ -101,7 +107,7 @@ def test_a_frame_overwritten_gives_no_snapshot():
 def test_time_to_name_counts_from_the_first_frame_the_face_was_detected_in(tmp_path):
     """The tracker shows a track from its second hit (or later, for a weak face): the frames before, where the
     same face was detected but not tracked, count; an untracked face elsewhere in the frame does not."""
-    link = EventsLink(run="r3", events=None, marks=queue.Queue())
+    link = EventsLink(run="r3", events=None, marks=str(tmp_path / "marks"))
     tap = EventTap(Settings(events_dir=str(tmp_path)), link)
     elsewhere = [500.0, 10.0, 560.0, 70.0]
     for i, x in enumerate((36.0, 38.0)):  # drifting a little, untracked
@@ -111,5 +117,24 @@ def test_time_to_name_counts_from_the_first_frame_the_face_was_detected_in(tmp_p
     tap.frame(0, 2, T0 + 0.2, faces([(9, UNKNOWN, True)]))
     tap.frame(0, 3, T0 + 0.3, faces([(9, "lin", True)]))
     tap.frame(0, 4, T0 + 0.4, faces([(4, "lin", True)]))  # the frame before had no untracked face: starts here
-    assert drain(link.marks) == [(NAMED_MARK, "r3", "0", 9, T0, T0 + 0.3), (NAMED_MARK, "r3", "0", 4, T0 + 0.4,
+    assert drain(link, "marks") == [(NAMED_MARK, "r3", "0", 9, T0, T0 + 0.3), (NAMED_MARK, "r3", "0", 4, T0 + 0.4,
                                                                              T0 + 0.4)]
+
+
+def test_spool_hands_over_whole_events_in_order_and_only_this_runs_end(tmp_path):
+    """Written under a temporary name and renamed: a reader never sees half an event (a killed writer leaves
+    only a hidden temporary file); another run's end mark is left alone."""
+    from app.events.spool import SpoolWriter
+
+    writer = SpoolWriter(tmp_path)
+    (tmp_path / ".123-4-1.tmp").write_bytes(b'{"half')  # what a writer killed mid-write leaves
+    writer.put(None, "other-run")
+    for k in range(3):
+        writer.put({"k": k})
+    writer.put(None, "r9")
+    reader = SpoolReader(tmp_path, "r9")
+    got = [reader.get(timeout=1) for _ in range(4)]
+    reader.close()
+    assert got == [{"k": 0}, {"k": 1}, {"k": 2}, None]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and left[0].startswith(".") and left[1].endswith(".end")  # the other run's end stays
