@@ -23,7 +23,7 @@ from app.events.outbox import announced_lookup
 from app.events.spool import MarkLog, SpoolWriter
 from app.observe import counters
 from app.settings import Settings
-from app.types import UNKNOWN, Faces
+from app.types import UNKNOWN, Faces, FrameRef
 
 log = logging.getLogger("facestream.events")
 
@@ -53,9 +53,11 @@ class _Seen:
 class EventTap:
     """Per identify process. ``frame`` once per labelled frame; ``finish`` at the end of the stream."""
 
-    def __init__(self, settings: Settings, link: EventsLink, metrics=None) -> None:
+    def __init__(self, settings: Settings, link: EventsLink, metrics=None,
+                 people: Callable[[], int] | None = None) -> None:
         self.link = link
         self.metrics = metrics
+        self.people = people  # the gallery's number of people, for the gauge
         self.spool = SpoolWriter(link.events) if link.events is not None else None
         self.marks = MarkLog(link.marks) if link.marks is not None else None
         self.deriver = None
@@ -71,6 +73,20 @@ class EventTap:
     def wants_frame(self) -> bool:
         """Whether ``frame`` can use the picture (snapshots): only when events are derived."""
         return self.deriver is not None
+
+    def labelled(self, faces: Faces, view: np.ndarray | None, intact: Callable[[FrameRef], bool]) -> None:
+        """One labelled record of the identify stage: ``view`` its frame in the ring (None when the stage does
+        not read frames), ``intact`` the runtime's torn-frame check. The snapshot source is a copy taken only
+        when a face is there, and kept only if the frame was still intact after the copy."""
+        image = None
+        if self.wants_frame and view is not None and len(faces):
+            image = np.array(view)
+            if not intact(faces.frame):
+                image = None  # overwritten while copied: no snapshot from torn pixels
+        ref = faces.frame
+        self.frame(ref.stream, ref.index, ref.ts, faces, faces.removed, image)
+        if self.people is not None:
+            self.gallery_size(self.people)
 
     def frame(self, stream: int, index: int, ts: float, faces: Faces, removed: list[int] | None = None,
               image: np.ndarray | None = None) -> None:
@@ -180,13 +196,3 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     return inter / np.maximum(area - inter, 1e-9)
-
-
-def intact_copy(ring, seq: int) -> np.ndarray | None:
-    """A copy of frame ``seq`` from its ring for snapshots, or None when it was overwritten before or while it
-    was copied (never a torn picture in an event)."""
-    view = ring.view(seq)
-    if view is None:
-        return None
-    image = np.array(view)
-    return image if ring.still_valid(seq) else None

@@ -1,5 +1,6 @@
-"""How the events join a pipeline: a run id, the queues the identify stage's tap writes, and the publisher
-stage, only when a sink is configured (no MQTT_URL and no WEBHOOK_URL: no publisher process, nothing sent)."""
+"""How the events join the pipeline list: a run id, the spool and marks folders the identify stage's tap
+writes, and the publisher stage, only when a sink is configured (no MQTT_URL and no WEBHOOK_URL: no
+publisher process, nothing derived or sent)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,12 @@ def events_link(settings: Settings, marks: str | None, run: str | None = None) -
     return EventsLink(run=run or new_run_id(), events=spool, marks=marks)
 
 
-def add_publisher(pipe, settings: Settings, link: EventsLink) -> None:
-    """The publisher stage, when the link carries events."""
+def publisher_step(settings: Settings, link: EventsLink, out_bytes: int):
+    """The publisher's entry of the pipeline list (between identify and display), or None when the link
+    carries no events."""
     from app.events.stage import PublisherStage
+    from app.runtime import Step
 
-    if link.events is not None:
-        pipe.stage(PUBLISHER, PublisherStage(settings, link))
+    if link.events is None:
+        return None
+    return Step(PUBLISHER, PublisherStage(settings, link), "published", out_bytes)

@@ -17,6 +17,8 @@ import time
 import numpy as np
 
 from app.gallery import Embedder, GalleryUnavailable, open_gallery
+from app.gallery.outage import status_text
+from app.protocol import Context, Health, Stage
 from app.settings import Settings
 from app.tracking.identity import TrackIdentities
 from app.types import UNKNOWN, Faces
@@ -109,3 +111,49 @@ class Identify:
 
     def close(self) -> None:
         self.gallery.close()
+
+
+class IdentifyStage(Stage):
+    """Owns the gallery (the embedded Qdrant folder can be open in one process only)."""
+
+    def __init__(self, settings: Settings, link=None) -> None:
+        self.settings = settings
+        self.link = link  # app.events.tap.EventsLink: run id, events spool, time-to-name marks
+        self.reads_frames = link is not None and link.events is not None  # snapshots for the events
+        self.identify: Identify | None = None
+        self._shown = ""
+
+    def setup(self, ctx: Context) -> None:
+        from app.events.tap import EventsLink, EventTap
+
+        self.ctx = ctx
+        self.identify = Identify(self.settings)
+        self.tap = EventTap(self.settings, self.link or EventsLink(run="-"), getattr(ctx, "metrics", None),
+                            people=lambda: len(self.identify.gallery.people()))
+
+    def process(self, frame: np.ndarray | None, rec: Faces) -> Faces:
+        faces = self.identify(rec, stream=rec.frame.stream, removed=rec.removed)
+        self.tap.labelled(faces, frame, self.ctx.frame_valid)  # events, face counts, time-to-name marks
+        # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
+        # (128 KB) would not fit the queue's slot (sized for names and boxes)
+        faces.embeddings = faces.query = None
+        self.report_gallery()
+        return faces
+
+    def report_gallery(self) -> None:
+        """A gallery server's outage in the health column (the display's red line, the summary's blind time)."""
+        outage = self.identify.gallery.outage  # None for the embedded engine: only a server can be unreachable
+        text = status_text(outage)
+        if text != self._shown:
+            state = Health.OK if not text else Health.DOWN if outage.unreachable else Health.RECOVERED
+            self.ctx.health(state, text, outage.blind_s() if outage else 0.0)
+            self._shown = text
+
+    def finish(self) -> list[Faces]:
+        """The end of the stream: tracks still open get their ``person.left``."""
+        self.tap.finish()
+        return []
+
+    def teardown(self) -> None:
+        if self.identify is not None:
+            self.identify.close()
