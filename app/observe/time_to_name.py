@@ -71,6 +71,14 @@ class TimeToName:
     def publish(self) -> Percentiles | None:
         return Percentiles.of(list(self.published.values()))
 
+    def summary(self) -> dict:
+        """For the benchmark's JSON: p50/p95/max in ms and track counts, of both measures; null when none."""
+        def ms(p: Percentiles | None) -> dict | None:
+            return None if p is None else {"tracks": p.count, "p50_ms": round(p.p50 * 1000, 1),
+                                           "p95_ms": round(p.p95 * 1000, 1), "max_ms": round(p.max * 1000, 1)}
+
+        return {"named": ms(self.capture()), "published": ms(self.publish()), "never_named": len(self.unnamed)}
+
 
 def time_to_name(folder: str | Path) -> TimeToName:
     """The marks the stages wrote in ``folder`` (app.events.spool.MarkLog), gathered."""

@@ -60,3 +60,16 @@ def test_a_live_run_reports_time_to_name_before_its_end_line(enrolled_env, media
     assert found, ttn
     p50, p95, top, tracks = map(int, found.groups())
     assert tracks >= 1 and p50 <= p95 <= top
+
+
+def test_the_benchmark_gets_the_figures_in_ms():
+    from app.cli.bench.pipeline import time_to_name_text
+
+    ttn = TimeToName()
+    ttn.add((NAMED_MARK, "r", "0", 1, 100.0, 100.04))
+    ttn.add((UNNAMED_MARK, "r", "0", 2, 100.0, None))
+    summary = ttn.summary()
+    assert summary == {"named": {"tracks": 1, "p50_ms": 40.0, "p95_ms": 40.0, "max_ms": 40.0}, "published": None,
+                       "never_named": 1}
+    assert time_to_name_text(summary) == ("time to name: first detected -> named p50 40 / p95 40 / max 40 ms "
+                                          "(1 tracks); published: no MQTT_URL/WEBHOOK_URL; 1 tracks never named")
