@@ -121,6 +121,7 @@ class IdentifyStage(Stage):
         self.link = link  # app.events.tap.EventsLink: run id, events spool, time-to-name marks
         self.reads_frames = link is not None and link.events is not None  # snapshots for the events
         self.identify: Identify | None = None
+        self.tap = None  # app.events.tap.EventTap, made in setup (in the stage's process)
         self._shown = ""
 
     def setup(self, ctx: Context) -> None:
@@ -133,7 +134,8 @@ class IdentifyStage(Stage):
 
     def process(self, frame: np.ndarray | None, rec: Faces) -> Faces:
         faces = self.identify(rec, stream=rec.frame.stream, removed=rec.removed)
-        self.tap.labelled(faces, frame, self.ctx.frame_valid)  # events, face counts, time-to-name marks
+        if self.tap is not None:
+            self.tap.labelled(faces, frame, self.ctx.frame_valid)  # events, face counts, time-to-name marks
         # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
         # (128 KB) would not fit the queue's slot (sized for names and boxes)
         faces.embeddings = faces.query = None
@@ -151,7 +153,8 @@ class IdentifyStage(Stage):
 
     def finish(self) -> list[Faces]:
         """The end of the stream: tracks still open get their ``person.left``."""
-        self.tap.finish()
+        if self.tap is not None:
+            self.tap.finish()
         return []
 
     def teardown(self) -> None:
