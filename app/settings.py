@@ -116,7 +116,7 @@ class Settings:
                         default="compact")
     # runtime
     stage_restarts: int = _key("STAGE_RESTARTS", "restarts allowed per minute for each of detect, align, "
-                               "embed+track and identify after a crash (0: any stage failure ends the run)",
+                               "embed+track, identify and publish after a crash (0: any stage failure ends the run)",
                                lo=0, hi=100, default=3)
     queue_size: int = _key("QUEUE_SIZE",
                            "records each stage queue holds in every-frame mode (live mode: two per stream)",

@@ -25,11 +25,12 @@ from app.stages.identify import IdentifyStage
 CROP_BYTES = 112 * 112 * 3
 EMBED_BYTES = 512 * 4
 #: stages the supervisor may restart after a crash: they hold no state that outlives a frame except the tracker
-#: (embed+track: tracks re-form, with new ids) and reopen what they own (identify: the gallery).
+#: (embed+track: tracks re-form, with new ids) and reopen what they own (identify: the gallery; publish: the
+#: events outbox and spool, where every event waits until a sink has it).
 #: Not capture (it numbers frames: a new one would restart at 0 and collide in the ring; a file would restart
 #: from its beginning) nor display (it owns the output video, window and track log, which a restart would
 #: truncate or reopen).
-RESTARTABLE = ("detect", "align", "embed+track", "identify")
+RESTARTABLE = ("detect", "align", "embed+track", "identify", "publish")
 
 
 @dataclass
