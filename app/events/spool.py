@@ -50,6 +50,17 @@ class SpoolReader:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.run, self.poll = run, poll
         self._taken: Path | None = None
+        self._sweep()
+
+    def _sweep(self, end_after: float = 86400.0, tmp_after: float = 3600.0) -> None:
+        """Forget what no reader will take: end marks of runs over a day old (their publisher died before
+        reading them) and temporary files of writers killed mid-write."""
+        now = time.time()
+        for path in self.folder.iterdir():
+            age = now - path.stat().st_mtime if path.exists() else 0.0
+            if (path.name.endswith(END) and age > end_after) or (path.name.startswith(".") and age > tmp_after):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def get(self, timeout: float | None = None):
         self._forget()

@@ -137,3 +137,19 @@ def test_spool_hands_over_whole_events_in_order_and_only_this_runs_end(tmp_path)
     assert got == [{"k": 0}, {"k": 1}, {"k": 2}, None]
     left = sorted(p.name for p in tmp_path.iterdir())
     assert len(left) == 2 and left[0].startswith(".") and left[1].endswith(".end")  # the other run's end stays
+
+
+def test_a_new_reader_forgets_stale_end_marks_and_half_written_files(tmp_path):
+    import os
+    import time
+
+    from app.events.spool import SpoolWriter
+
+    SpoolWriter(tmp_path).put(None, "crashed-run")
+    (tmp_path / ".1-2-3.tmp").write_bytes(b"{")
+    (tmp_path / ".4-5-6.tmp").write_bytes(b"{")  # a writer may be in the middle of this one: recent, kept
+    old = time.time() - 2 * 86400
+    for path in [*tmp_path.glob("*.end"), tmp_path / ".1-2-3.tmp"]:
+        os.utime(path, (old, old))
+    SpoolReader(tmp_path, "new-run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".4-5-6.tmp"]
