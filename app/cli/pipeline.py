@@ -84,7 +84,8 @@ def run_pipeline(settings: Settings, request: RunRequest, report: dict | None = 
         else:
             pipe = build_pipeline(plan.steps, plan.layout, settings.log_level)
             log.info("running %d stages (%s mode)", len(pipe.stages), mode)
-            server = serve_metrics(settings, lambda: pipe.metrics.spec if pipe.metrics is not None else None)
+            server = serve_metrics(settings, lambda: pipe.metrics.spec if pipe.metrics is not None else None,
+                                   plan.options.serve_port)
             try:
                 result = pipe.run()
             finally:

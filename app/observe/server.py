@@ -1,7 +1,7 @@
 """`/metrics` on METRICS_PORT, served by the parent process while a run has no web server of its own.
 
-Loopback only, unless API_TOKEN is set (the web server's rule): then it listens on every interface and asks
-for ``Authorization: Bearer <API_TOKEN>``. It attaches its own view of the metrics block (read-only use), so
+Loopback only, unless API_TOKEN is set (the web server's rule): then it listens on SERVE_HOST and asks for
+``Authorization: Bearer <API_TOKEN>``. It attaches its own view of the metrics block (read-only use), so
 the pipeline unlinking the block at the end never pulls memory from under a request being answered.
 """
 
@@ -22,9 +22,9 @@ log = logging.getLogger("facestream.metrics")
 
 
 def bind_host(settings: Settings) -> tuple[str, str]:
-    """(host, token): loopback without API_TOKEN, every interface with it."""
+    """(host, token): loopback without API_TOKEN; with it, SERVE_HOST (where the web app would listen)."""
     token = str(getattr(settings, "api_token", "") or "")
-    return ("0.0.0.0" if token else "127.0.0.1"), token
+    return (settings.serve_host if token else "127.0.0.1"), token
 
 
 class MetricsServer:
@@ -98,9 +98,11 @@ class MetricsServer:
             self._metrics = None
 
 
-def serve_metrics(settings: Settings, spec: Callable[[], MetricsSpec | None]) -> MetricsServer | None:
-    """The server for METRICS_PORT, started; None when METRICS_PORT is 0 or a web server serves /metrics."""
-    if not settings.metrics_port or getattr(settings, "web_port", 0):
+def serve_metrics(settings: Settings, spec: Callable[[], MetricsSpec | None],
+                  web_port: int = 0) -> MetricsServer | None:
+    """The server for METRICS_PORT, started; None when METRICS_PORT is 0 or the run's web server (on
+    ``web_port``, SERVE_PORT or --serve) serves /metrics itself."""
+    if not settings.metrics_port or web_port:
         return None
     host, token = bind_host(settings)
     return MetricsServer(settings.metrics_port, spec, host, token).start()

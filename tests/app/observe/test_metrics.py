@@ -140,3 +140,19 @@ def test_scraped_during_a_run_the_figures_agree_with_the_track_log(enrolled_env,
             proc.kill()
             proc.wait(10)
     assert proc.returncode == 0, stderr_of(env)
+
+
+def test_metrics_port_serves_only_when_no_web_server_does(block):
+    from app.observe.server import bind_host, serve_metrics
+    from app.settings import Settings
+    from tests.app.events.conftest import free_port
+
+    assert serve_metrics(Settings(), lambda: block.spec) is None  # METRICS_PORT=0: off
+    settings = Settings(metrics_port=free_port())
+    assert serve_metrics(settings, lambda: block.spec, web_port=8080) is None  # the web app has /metrics
+    server = serve_metrics(settings, lambda: block.spec)
+    try:
+        assert server.http.server_address[0] == "127.0.0.1" and "facestream_stage_up" in scrape(server.port)
+    finally:
+        server.close()
+    assert bind_host(Settings(serve_host="0.0.0.0")) == ("127.0.0.1", "")  # no token: loopback whatever
