@@ -108,10 +108,14 @@ def test_mqtt_gets_one_appeared_and_left_per_named_track_across_a_broker_restart
     finally:
         subscriber.close()
     assert "Traceback" not in err
-    events = [Event.from_json(p) for p in subscriber.on("facestream/events")]
+    received = [Event.from_json(p) for p in subscriber.on("facestream/events")]
+    # across a broker restart delivery is at least once: an event whose PUBACK was on its way at the stop is
+    # sent again, with the same id (a consumer acts once per id); exactly once per track is checked on its
+    # first arrivals here, and on every arrival in the tests without a broker restart
+    events = list({e.id: e for e in received}.values())
+    assert len(received) - len(events) <= 2, [e.type for e in received]
     assert len(events) - before >= 3, "no event was held while the broker was down"
     check_events(events)
-    assert len(events) == len({e.id for e in events})
     for e in events:
         if e.type == APPEARED:
             assert e.crop_jpeg and shows_a_face(e.crop_jpeg, checkpoint_dir), f"{e.name}: crop shows no face"
