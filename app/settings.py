@@ -123,7 +123,7 @@ class Settings:
                         default="compact")
     # runtime
     stage_restarts: int = _key("STAGE_RESTARTS", "restarts allowed per minute for each of detect, align, "
-                               "embed+track and identify after a crash (0: any stage failure ends the run)",
+                               "embed+track, identify and publish after a crash (0: any stage failure ends the run)",
                                lo=0, hi=100, default=3)
     queue_size: int = _key("QUEUE_SIZE",
                            "records each stage queue holds in every-frame mode (live mode: two per stream)",
@@ -144,6 +144,9 @@ class Settings:
                               "events are dropped (with a warning)", lo=1, default=256)
     events_full_frame: bool = _key("EVENTS_FULL_FRAME", "attach the whole frame (JPEG) to each event's snapshot, "
                                    "besides the face crop", default=False)
+    # metrics (docs/metrics.md)
+    metrics_port: int = _key("METRICS_PORT", "serve Prometheus metrics at http://127.0.0.1:PORT/metrics while a "
+                             "run has no web server (0: off)", lo=0, hi=65535, default=0)
 
     # ------------------------------------------------------------------
     @classmethod

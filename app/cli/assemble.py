@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from app.cli.run import output_options
 from app.display.present import OutputOptions
 from app.errors import FacestreamError
+from app.events.tap import EventsLink
+from app.events.wiring import events_link, publisher_step
 from app.runtime import Layout, Step
 from app.settings import Settings
 from app.stages.align import AlignStage
@@ -24,11 +26,12 @@ from app.stages.models import stage_threads
 CROP_BYTES = 112 * 112 * 3
 EMBED_BYTES = 512 * 4
 #: stages the supervisor may restart after a crash: they hold no state that outlives a frame except the tracker
-#: (embed+track: tracks re-form, with new ids) and reopen what they own (identify: the gallery).
+#: (embed+track: tracks re-form, with new ids) and reopen what they own (identify: the gallery; publish: the
+#: events outbox and spool, where every event waits until a sink has it).
 #: Not capture (it numbers frames: a new one would restart at 0 and collide in the ring; a file would restart
 #: from its beginning) nor display (it owns the output video, window and track log, which a restart would
 #: truncate or reopen).
-RESTARTABLE = ("detect", "align", "embed+track", "identify")
+RESTARTABLE = ("detect", "align", "embed+track", "identify", "publish")
 
 
 @dataclass
@@ -47,6 +50,7 @@ class RunRequest:
     max_frames: int = 0
     loops: int = 1  # play a file this many times
     single_process: bool = False
+    run_id: str | None = None  # events' run id (default: a new one)
 
     @classmethod
     def from_args(cls, args) -> RunRequest:
@@ -59,6 +63,7 @@ class Plan:
     layout: Layout
     every: bool  # every frame processed (files), or live (stale frames dropped)
     options: OutputOptions
+    link: EventsLink | None = None  # the run id and where events and time-to-name marks go
 
 
 def every_frame_mode(settings: Settings, request: RunRequest, live: bool) -> bool:
@@ -101,9 +106,10 @@ def probe(sources: list[str], reconnect_max_delay: float) -> list[tuple[int, int
     return probes
 
 
-def assemble(settings: Settings, request: RunRequest, options: OutputOptions | None = None) -> Plan:
+def assemble(settings: Settings, request: RunRequest, options: OutputOptions | None = None,
+             marks: str | None = None) -> Plan:
     """The pipeline list for ``settings`` and ``request`` (``options``: the display's outputs, if not the
-    ones the settings and request give)."""
+    ones the settings and request give; ``marks``: a folder for time-to-name marks, None: not kept)."""
     specs = [parse_source(s) for s in settings.sources]
     probes = probe(settings.sources, settings.reconnect_max_delay)
     live = any(s.live for s in specs) or request.realtime
@@ -139,12 +145,15 @@ def assemble(settings: Settings, request: RunRequest, options: OutputOptions | N
                       "detections", 65536 + n * ((CROP_BYTES if aligns else 0) + 64)))
     if not aligns:
         steps.append(Step("align", AlignStage(), "crops", 65536 + n * (CROP_BYTES + 64)))
+    link = events_link(settings, marks, request.run_id)
     steps += [Step("embed+track", EmbedTrackStage(EmbedConfig.of(settings, threads), fps, batch, wait), "tracks",
                    65536 + n * (EMBED_BYTES + 96)),
-              Step("identify", IdentifyStage(settings), "named", 65536 + n * 160),
-              Step("display", DisplayStage(options, names))]
+              Step("identify", IdentifyStage(settings, link), "named", 65536 + n * 160)]
+    steps += [s for s in [publisher_step(settings, link, 65536 + n * 160)] if s]  # events: only with a sink
+    steps.append(Step("display", DisplayStage(options, names)))
     for step in steps:
         step.restarts = settings.stage_restarts if step.name in RESTARTABLE else 0
     queued = 4096 + sum(s.out_bytes for s in steps[streams:-1])  # a record of each queue, the frames' included
     check_shared_memory(sum(slots * w * h * 3 for w, h, _ in probes) + q * queued, streams, every)
-    return Plan(steps, Layout({i: hw for i, hw in enumerate(sizes)}, slots, q, live=not every), every, options)
+    return Plan(steps, Layout({i: hw for i, hw in enumerate(sizes)}, slots, q, live=not every), every, options,
+                link)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 
 from app.cli.assemble import Plan, RunRequest, assemble
 from app.cli.run import output_options
-from app.cli.summary import end_line, written_files
+from app.cli.summary import end_line, time_to_name_line, written_files
 from app.display.present import OutputOptions
 from app.errors import FacestreamError, Stopped
+from app.observe.server import serve_metrics
+from app.observe.time_to_name import time_to_name
 from app.runtime import Inline, PipelineResult, build_pipeline
 from app.settings import Settings
 
@@ -72,24 +75,35 @@ def run_pipeline(settings: Settings, request: RunRequest, report: dict | None = 
     stage failure is then raised as the run's one error line."""
     started = time.time()
     preflight(settings)
-    plan = assemble(settings, request, options)
-    mode = "every-frame" if plan.every else "live"
-    if request.single_process:
-        log.info("running %d stages in one process (%s mode)", len(plan.steps), mode)
-        result, stats_list = run_inline(plan)
-    else:
-        pipe = build_pipeline(plan.steps, plan.layout, settings.log_level)
-        log.info("running %d stages (%s mode)", len(pipe.stages), mode)
-        result = pipe.run()
-        stats_list = pipe.stage_stats()
+    with tempfile.TemporaryDirectory(prefix="facestream-ttn-") as marks:
+        plan = assemble(settings, request, options, marks)
+        mode = "every-frame" if plan.every else "live"
+        if request.single_process:
+            log.info("running %d stages in one process (%s mode)", len(plan.steps), mode)
+            result, stats_list = run_inline(plan)
+        else:
+            pipe = build_pipeline(plan.steps, plan.layout, settings.log_level)
+            log.info("running %d stages (%s mode)", len(pipe.stages), mode)
+            server = serve_metrics(settings, lambda: pipe.metrics.spec if pipe.metrics is not None else None,
+                                   plan.options.serve_port)
+            try:
+                result = pipe.run()
+            finally:
+                if server is not None:
+                    server.close()
+            stats_list = pipe.stage_stats()
+        ttn = time_to_name(marks)
     if report is not None:
-        report.update(result=result, stats=stats_list, every_frame=plan.every)
+        report.update(result=result, stats=stats_list, every_frame=plan.every, time_to_name=ttn)
     stats = {s.name: s for s in stats_list}
     shown = stats.get("display")
     frames = shown.items if shown else 0
     files = written_files(output_options(settings, request, 30.0, dict.fromkeys(range(len(settings.sources)), "")),
                           started)
     blind = stats["identify"].down_s if "identify" in stats else 0.0
+    ttn_line = time_to_name_line(ttn) if not plan.every else None  # live mode only: capture times are real time
+    if ttn_line:
+        print(ttn_line, file=sys.stderr)
     print(end_line(result.reason, frames, result.seconds, total_drops(stats.values()), files, blind), file=sys.stderr)
     for s in stats.values():
         log.debug("%s: %d items, busy %.0f%%, %.2f ms each", s.name, s.items, s.busy * 100,

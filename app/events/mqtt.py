@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
@@ -100,9 +101,35 @@ class MqttSink:
         with self._lock:
             self._left[seq] = len(messages)
         for topic, payload, retain in messages:
-            info = self._client.publish(topic, payload, qos=1, retain=retain)  # queued by paho when offline
+            info = self._publish_in_order(topic, payload, retain)
+            if info is None:
+                return False  # closed meanwhile: the outbox keeps the event for the next start
             self._record(info.mid, seq)
         return False
+
+    def _publish_in_order(self, topic: str, payload: bytes, retain: bool):
+        """Hand one message to paho behind every one it still holds. paho sends a new message at once while
+        connected (or connecting: right after its CONNECT), even when messages it held (published during an
+        outage, or beyond its in-flight limit) have not gone out yet: they go after the broker's CONNACK, or as
+        acknowledgements free room. So wait until it holds none (this is the sink's own thread: no stage
+        waits), or publish while it has no socket (queued behind the held ones). Uses paho 2's message table,
+        under its own lock."""
+        from paho.mqtt.client import mqtt_ms_publish, mqtt_ms_queued
+
+        unsent = (mqtt_ms_publish, mqtt_ms_queued)
+        while True:
+            client = self._client
+            if client is None:
+                return None
+            table = getattr(client, "_out_messages", None)
+            if table is None:  # a paho without that table: publish as it comes
+                return client.publish(topic, payload, qos=1, retain=retain)
+            with client._out_message_mutex:
+                # a socket, even before the broker's CONNACK, sends a new PUBLISH at once, ahead of the held ones
+                held = client.socket() is not None and any(m.state in unsent for m in table.values())
+                if not held:
+                    return client.publish(topic, payload, qos=1, retain=retain)  # queued by paho when offline
+            time.sleep(0.005)
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -267,21 +267,29 @@ class Identify:
 class IdentifyStage(Stage):
     """Owns the gallery (the embedded Qdrant folder can be open in one process only)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, link=None) -> None:
         self.settings = settings
+        self.link = link  # app.events.tap.EventsLink: run id, events spool, time-to-name marks
+        self.reads_frames = link is not None and link.events is not None  # snapshots for the events
         self.identify: Identify | None = None
         self.control = None
+        self.tap = None  # app.events.tap.EventTap, made in setup (in the stage's process)
         self._shown = ""
 
     def setup(self, ctx: Context) -> None:
+        from app.events.tap import EventsLink, EventTap
         from app.library.serve import serve_library
 
         self.ctx = ctx
         self.identify = Identify(self.settings)
+        self.tap = EventTap(self.settings, self.link or EventsLink(run="-"), getattr(ctx, "metrics", None),
+                            people=lambda: len(self.identify.gallery.people()))
         self.control = serve_library(self.identify, self.settings)  # the face library, for other processes
 
     def process(self, frame: np.ndarray | None, rec: Faces) -> Faces:
         faces = self.identify(rec, stream=rec.frame.stream, removed=rec.removed)
+        if self.tap is not None:
+            self.tap.labelled(faces, frame, self.ctx.frame_valid)  # events, face counts, time-to-name marks
         # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
         # (128 KB) would not fit the queue's slot (sized for names and boxes)
         faces.embeddings = faces.query = None
@@ -296,6 +304,12 @@ class IdentifyStage(Stage):
             state = Health.OK if not text else Health.DOWN if outage.unreachable else Health.RECOVERED
             self.ctx.health(state, text, outage.blind_s() if outage else 0.0)
             self._shown = text
+
+    def finish(self) -> list[Faces]:
+        """The end of the stream: tracks still open get their ``person.left``."""
+        if self.tap is not None:
+            self.tap.finish()
+        return []
 
     def teardown(self) -> None:
         if self.control is not None:

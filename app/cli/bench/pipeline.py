@@ -49,6 +49,8 @@ def cmd_bench_pipeline(args) -> int:
         }
         result[name]["bottleneck"] = bottleneck(report["stats"], captures=kw.get("every_frame", False))
         result[name]["timeline"] = {"t": t.round(3).tolist(), "latency_ms": lat.round(1).tolist()}
+        if not report["every_frame"] and report.get("time_to_name") is not None:  # live: capture times are real
+            result[name]["time_to_name"] = report["time_to_name"].summary()
 
     if not args.skip_every_frame:
         pipeline("every_frame", every_frame=True, out=args.out, loops=max(1, args.loops))
@@ -81,6 +83,8 @@ def cmd_bench_pipeline(args) -> int:
             lat_s = f"  latency p50/p95/p99 {lat['p50_ms']}/{lat['p95_ms']}/{lat['p99_ms']} ms" if lat else ""
             print(f"{name:12s} {r['frames']:5d} frames {r['seconds']:7.2f} s {r['processed_fps']:8.2f} fps "
                   f"(wall {r['wall_fps']:.2f}){lat_s}")
+            if r.get("time_to_name"):
+                print("             " + time_to_name_text(r["time_to_name"]))
             if "stages" in r:
                 print("             busy ms per frame: " + ", ".join(
                     f"{k} {v['ms_per_item']:.2f}" for k, v in r["stages"].items()))
@@ -107,3 +111,15 @@ def cmd_bench_pipeline(args) -> int:
     return 0
 
 
+def time_to_name_text(ttn: dict) -> str:
+    """``time to name: first detected -> named p50 0 / p95 33 / max 38 ms (4 tracks); -> published …; 21 never
+    named`` from ``TimeToName.summary()``."""
+    parts = []
+    for label, key in (("first detected -> named", "named"), ("-> person.appeared published", "published")):
+        p = ttn.get(key)
+        if p:
+            parts.append(f"{label} p50 {p['p50_ms']:.0f} / p95 {p['p95_ms']:.0f} / max {p['max_ms']:.0f} ms "
+                         f"({p['tracks']} tracks)")
+    if not ttn.get("published"):
+        parts.append("published: no MQTT_URL/WEBHOOK_URL")
+    return "time to name: " + "; ".join(parts) + f"; {ttn['never_named']} tracks never named"

@@ -57,7 +57,7 @@ def retained(broker, topic: str) -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_events_arrive_once_each_in_order_across_a_broker_restart(broker, tmp_path, caplog):
+def test_every_event_arrives_in_order_across_a_broker_restart(broker, tmp_path, caplog):
     events = make_events(range(6))  # 12 events
     subscriber = Subscriber(broker, ["facestream/events", "facestream/+/snapshot"])
     sink = MqttSink(broker.url, reconnect=(0.2, 1.0))
@@ -68,6 +68,9 @@ def test_events_arrive_once_each_in_order_across_a_broker_restart(broker, tmp_pa
         for e in events[:4]:
             publisher.submit(e)
         wait_for(lambda: len(subscriber.event_ids()) >= 4, 10, "the first events")
+        # and their acknowledgements: a PUBACK still on its way when the broker stops makes paho send that event
+        # again after the restart (at least once, as documented), which is not what this test is about
+        wait_for(lambda: publisher.owed() == 0, 10, "the broker's acknowledgements of the first events")
         with caplog.at_level(logging.WARNING, logger="facestream.events"):
             broker.stop()
             for e in events[4:9]:  # sent while the broker is down: held, the caller does not wait
@@ -85,7 +88,12 @@ def test_events_arrive_once_each_in_order_across_a_broker_restart(broker, tmp_pa
     finally:
         publisher.close()
         subscriber.close()
-    assert subscriber.event_ids() == [e.id for e in events]  # exactly once each, in order
+    # every event, first arrivals in order. A repeat (same id) is QoS 1 on the broker -> subscriber leg: a
+    # subscriber acknowledgement the broker had not processed when it stopped makes it deliver that message again
+    # from its saved session (seen under load: [0, 1, 2, 3, 1, 2, 4, ...]); consumers act once per id
+    ids, order = subscriber.event_ids(), [e.id for e in events]
+    assert list(dict.fromkeys(ids)) == order, " ".join(str(order.index(i)) for i in ids)
+    assert len(ids) - len(order) <= 4, "more repeats than messages in flight at the stop"
     snapshots = subscriber.on("facestream/cam1/snapshot")
     assert len(snapshots) >= len(events) and all(s.startswith(b"\xff\xd8") for s in snapshots)
     assert subscriber.sessions[0] is False and subscriber.sessions[-1] is True  # the broker kept its session
