@@ -5,9 +5,8 @@ scene cut and when a face stops resembling its track), so a name is only ever sh
 confirmed for. The query asks for the best match at any similarity: below MATCH_THRESHOLD it is an unknown
 answer that still says how near the nearest person came (logged for tuning the threshold).
 
-With STORE_UNKNOWN, a track that stays unknown over UNKNOWN_VOTES answers is enrolled under a generated
-name (``unknown-YYYYMMDD-HHMM-s<stream>t<track>``), so the same stranger is recognised later and can be
-named with ``facestream people rename``."""
+Strangers are no longer enrolled under generated names (the retired STORE_UNKNOWN): with SIGHTINGS=all their
+tracks are kept as searchable sightings instead (app/gallery/sightings.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from app.tracking.identity import TrackIdentities
 from app.types import UNKNOWN, Faces
 
 log = logging.getLogger("facestream.identify")
-UNKNOWN_VOTES = 3  # unknown answers in a row before a stranger is stored (one blurry frame is not a person)
 
 
 def gallery_from_settings(settings: Settings, check_embedder: bool = True, connect: bool = True):
@@ -54,7 +52,6 @@ class Identify:
         self.votes: dict[int, TrackIdentities] = {}
         self.queries = 0
         self.retry_at = 0.0
-        self.stored: set[tuple[int, int]] = set()  # (stream, track) already enrolled as unknown
 
     def __call__(self, faces: Faces, stream: int = 0, removed: list[int] | None = None) -> Faces:
         votes = self.votes.setdefault(stream, TrackIdentities(drift_threshold=self.settings.drift_threshold,
@@ -68,12 +65,10 @@ class Identify:
                 matches = []
             self.queries += len(matches)
             threshold = self.settings.match_threshold
-            for k, (row, match) in enumerate(zip(faces.query, matches)):
+            for row, match in zip(faces.query, matches):
                 tid = int(faces.track_ids[row])
                 if match is None or match.score < threshold:
                     votes.record(tid, None, match and match.name, match.score if match else 0.0)
-                    if self.settings.store_unknown:
-                        self._store_unknown(stream, tid, faces.embeddings[k], votes)
                 else:
                     votes.record(tid, match.person_id, match.name, match.score)
         if removed:
@@ -93,19 +88,6 @@ class Identify:
             sims[i] = label.score
         faces.names, faces.person_ids, faces.nearest, faces.similarities = names, pids, nearest, sims
         return faces
-
-    def _store_unknown(self, stream: int, tid: int, embedding: np.ndarray, votes: TrackIdentities) -> None:
-        label = votes.label(tid)
-        if (stream, tid) in self.stored or label.name is not None or label.votes < UNKNOWN_VOTES:
-            return
-        name = f"unknown-{time.strftime('%Y%m%d-%H%M')}-s{stream}t{tid}"
-        try:
-            result = self.gallery.add(name, embedding[None])
-        except GalleryUnavailable as exc:
-            log.warning("%s; %s not stored", exc, name)
-            return
-        self.stored.add((stream, tid))
-        log.info("stored %s (%d embedding written, %d spooled)", name, result.written, result.spooled)
 
     def close(self) -> None:
         self.gallery.close()
