@@ -34,7 +34,8 @@ def add_parsers(sub) -> None:
     acts = p.add_subparsers(dest="action", metavar="{list,rename,remove,reembed,spool}",
                             help="what to do with the people (default: list)")
     acts.add_parser("list", help="everyone enrolled (the default)").set_defaults(func=cmd_list)
-    for name, what in (("rename", "give a person a new display name"), ("remove", "delete a person")):
+    for name, what in (("rename", "give a person a new display name"),
+                       ("remove", "erase a person: embeddings, photos, sightings, snapshots")):
         a = acts.add_parser(name, help=what)
         a.add_argument("who", help="the person's display name (any case), or their id with --id")
         if name == "rename":
@@ -269,10 +270,14 @@ def cmd_rename(args) -> int:
 
 
 def cmd_remove(args) -> int:
+    """The person, their photos, sightings and snapshots, and unknown sightings of their face (an erase)."""
+    from app.gallery.sightings import sightings_from_settings
+    from app.gallery.sightings_erase import erase_person
+
     settings = load_settings(args)
-    with _gallery(settings, check_embedder=False) as gallery:
-        gone = gallery.remove(args.who, args.by_id)
-    print(f"removed {gone.name} (id {gone.person_id}, {gone.embeddings} embedding(s))")
+    with _gallery(settings, check_embedder=False) as gallery, sightings_from_settings(settings) as store:
+        erased = erase_person(gallery, store, args.who, settings.match_threshold, by_id=args.by_id)
+    print("\n".join(erased.lines()))
     return 0
 
 
