@@ -74,6 +74,7 @@ def output_options(settings: Settings, args, fps: float | dict[int, float],
         sink=getattr(args, "sink", False),
         overlay=getattr(args, "overlay", None) or settings.overlay,
         pace=not headless and files,  # a file in a window plays at its frame rate; files written get every frame
+        privacy_blur=settings.privacy_blur,
     )
 
 

@@ -9,6 +9,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from app.display.blur import hide_faces
 from app.display.layout import place_labels, visible_dots
 from app.settings import OVERLAY_MODES
 from app.types import UNKNOWN, Faces
@@ -75,9 +76,10 @@ class Renderer:
 
     LABELS = 1024  # label patches kept: names, similarities and track ids repeat from frame to frame
 
-    def __init__(self, show_landmarks: bool = True, overlay: str = "compact") -> None:
+    def __init__(self, show_landmarks: bool = True, overlay: str = "compact", blur: str = "none") -> None:
         self.show_landmarks = show_landmarks
         self.overlay = overlay
+        self.blur = blur  # PRIVACY_BLUR: none, unknown or all (app/display/blur.py)
         # putText with anti-aliasing is most of the drawing cost at 1080p (measured: about half of it), so
         # each label and the panels' text are drawn once and pasted on the frames that show them again
         self._labels: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -97,6 +99,8 @@ class Renderer:
     def draw(self, frame: np.ndarray, faces: Faces, overlay: Overlay | None = None) -> np.ndarray:
         """Boxes first, then landmark dots clear of every label, then the labels (placed inside the frame and
         apart from each other), then the overlay."""
+        if self.blur != "none":
+            hide_faces(frame, faces, self.blur)  # before any drawing: boxes and names stay readable
         h, w = frame.shape[:2]
         scale = max(0.4, min(1.0, h / 900))
         thick = max(1, int(round(h / 400)))
