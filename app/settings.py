@@ -149,6 +149,9 @@ class Settings:
                               "events are dropped (with a warning)", lo=1, default=256)
     events_full_frame: bool = _key("EVENTS_FULL_FRAME", "attach the whole frame (JPEG) to each event's snapshot, "
                                    "besides the face crop", default=False)
+    # metrics (docs/metrics.md)
+    metrics_port: int = _key("METRICS_PORT", "serve Prometheus metrics at http://127.0.0.1:PORT/metrics while a "
+                             "run has no web server (0: off)", lo=0, hi=65535, default=0)
 
     # ------------------------------------------------------------------
     @classmethod

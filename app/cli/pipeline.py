@@ -9,9 +9,11 @@ import sys
 import time
 
 from app.cli.run import output_options
-from app.cli.summary import end_line, written_files
+from app.cli.summary import end_line, time_to_name_line, written_files
 from app.errors import FacestreamError, Stopped
 from app.gallery.outage import blind_seconds
+from app.observe.server import serve_metrics
+from app.observe.time_to_name import Collector
 from app.settings import Settings
 from app.stages.capture import VideoSource, parse_source
 
@@ -92,6 +94,7 @@ def every_frame_mode(settings: Settings, args, live: bool) -> bool:
 
 
 def build_pipeline(settings: Settings, args):
+    from app.events.wiring import add_publisher, events_link
     from app.runtime import Pipeline
     from app.runtime.stages import (
         AlignStage,
@@ -150,7 +153,10 @@ def build_pipeline(settings: Settings, args):
     pipe.stage("align", AlignStage(settings), ["detections"], ["crops"], rings, restarts=r["align"])
     fps = {i: p[2] for i, p in enumerate(probes)}
     pipe.stage("embed+track", EmbedTrackStage(settings, fps), ["crops"], ["tracks"], restarts=r["embed+track"])
-    pipe.stage("identify", IdentifyStage(settings), ["tracks"], ["named"], restarts=r["identify"])
+    link = events_link(settings, getattr(args, "run_id", None))
+    pipe.events_link = link  # run_pipeline reads the time-to-name marks from it
+    pipe.stage("identify", IdentifyStage(settings, link), ["tracks"], ["named"], rings, restarts=r["identify"])
+    add_publisher(pipe, settings, link)
     names = {i: spec.display_name for i, spec in enumerate(specs)}
     options = output_options(settings, args, fps, names, sizes={i: (w, h) for i, (w, h, _) in enumerate(probes)})
     pipe.stage("display", DisplayStage(settings, options, names), ["named"], rings=rings)
@@ -172,15 +178,25 @@ def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
     preflight(settings)
     pipe, every = build_pipeline(settings, args)
     log.info("running %d stages (%s mode)", len(pipe.stages), "every-frame" if every else "live")
-    result = pipe.run()
+    server = serve_metrics(settings, lambda: pipe.metrics.spec if pipe.metrics is not None else None)
+    marks = Collector(pipe.events_link.marks)
+    try:
+        result = pipe.run()
+    finally:
+        ttn = marks.close()
+        if server is not None:
+            server.close()
     if report is not None:
-        report.update(result=result, stats=pipe.stage_stats(), every_frame=every)
+        report.update(result=result, stats=pipe.stage_stats(), every_frame=every, time_to_name=ttn)
     stats = {s.name: s for s in pipe.stage_stats()}
     shown = stats.get("display")
     frames = shown.items if shown else 0
     files = written_files(output_options(settings, args, 30.0, dict.fromkeys(range(len(settings.sources)), "")),
                           started)
     blind = blind_seconds(stats["identify"].error) if "identify" in stats else 0.0
+    ttn_line = time_to_name_line(ttn) if not every else None  # live mode only: capture times are real time
+    if ttn_line:
+        print(ttn_line, file=sys.stderr)
     print(end_line(result.reason, frames, result.seconds, total_drops(stats.values()), files, blind), file=sys.stderr)
     for s in stats.values():
         log.debug("%s: %d items, busy %.0f%%", s.name, s.items, s.busy * 100)

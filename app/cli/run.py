@@ -80,7 +80,7 @@ def output_options(settings: Settings, args, fps: float | dict[int, float],
 
 #: settings other than the window, --out, --serve and --log-tracks through which a run keeps or sends what it
 #: saw (getattr: a later output, e.g. events, adds its field's name here and counts without more code)
-OTHER_OUTPUTS: tuple[str, ...] = ()
+OTHER_OUTPUTS = ("mqtt_url", "webhook_url")
 
 
 def check_outputs(settings: Settings, args) -> None:

@@ -174,8 +174,9 @@ class Deriver:
         return crop, _encode(image, self.jpeg_quality) if self.full_frame else None
 
 
-def _nearest(nearest: tuple[str, str] | None) -> dict[str, str] | None:
-    return None if nearest is None else {"person_id": str(nearest[0]), "name": str(nearest[1])}
+def _nearest(nearest: tuple[str, str] | None) -> dict[str, str | None] | None:
+    """``person_id`` null when the decision knew only the nearest person's name."""
+    return None if nearest is None else {"person_id": str(nearest[0]) or None, "name": str(nearest[1])}
 
 
 def _area(box: Sequence[float]) -> float:

@@ -11,11 +11,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.events.outbox import Outbox
-from app.events.schema import Event, EventError
+from app.events.schema import APPEARED, Event, EventError
 from app.events.sink import SendFailed, Sink
 from app.settings import Settings
 
@@ -44,10 +44,15 @@ class Publisher:
         self.retry = retry
         self.sent = {s.name: 0 for s in self.sinks}
         self.failed = {s.name: 0 for s in self.sinks}
+        self.accepted = 0  # events taken into the outbox (duplicates refused are not counted)
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._outstanding: dict[str, set[int]] = {s.name: set() for s in self.sinks}
         self._threads: list[threading.Thread] = []
+        self._kicks = {s.name: threading.Event() for s in self.sinks}  # cut a backoff short (drain, close)
+        self._appeared: dict[int, Event] = {}  # seq -> person.appeared not yet acknowledged by any sink
+        #: called once per person.appeared when the first sink has it, with the wall-clock time (time to a name)
+        self.on_published: Callable[[Event, float], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs) -> Publisher:
@@ -68,13 +73,18 @@ class Publisher:
         if seq is None:
             log.debug("duplicate %s for track %d of stream %s dropped", event.type, event.track, event.stream)
             return False
+        self.accepted += 1
         with self._wake:
+            if event.type == APPEARED and self.on_published is not None:
+                self._appeared[seq] = event
             self._wake.notify_all()
         return True
 
     def drain(self, timeout: float) -> bool:
         """Wait until every sink has every event (the end of a file); False if some are still owed."""
         deadline = time.monotonic() + timeout
+        for kick in self._kicks.values():  # a sink in a long backoff is tried again now, not in 30 s
+            kick.set()
         while self.owed() and time.monotonic() < deadline:
             with self._wake:
                 self._wake.wait(0.05)
@@ -87,6 +97,8 @@ class Publisher:
     def close(self) -> None:
         """Stop sending; what is not acknowledged stays in the outbox for the next publisher."""
         self._stop.set()
+        for kick in self._kicks.values():
+            kick.set()
         with self._wake:
             self._wake.notify_all()
         for thread in self._threads:
@@ -106,6 +118,9 @@ class Publisher:
             self._outstanding[sink].discard(seq)
             self.sent[sink] += 1
             self._wake.notify_all()
+            appeared = self._appeared.pop(seq, None)
+        if appeared is not None and self.on_published is not None:
+            self.on_published(appeared, time.time())
 
     def _deliver(self, sink: Sink) -> None:
         """Send what the outbox owes ``sink``, in order; on failure wait (backoff) and send the same one again."""
@@ -134,8 +149,12 @@ class Publisher:
                         failing_since = time.monotonic()
                         log.warning("%s — retrying with backoff; %d event(s) wait in %s", exc,
                                     self.outbox.count(sink.name), self.outbox.path.parent)
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, self.retry[1])
+                    kick = self._kicks[sink.name]
+                    if kick.wait(delay):
+                        kick.clear()
+                        delay = self.retry[0]
+                    else:
+                        delay = min(delay * 2, self.retry[1])
                     break
                 if failing_since is not None:
                     log.info("%s takes events again after %.0f s", sink.name, time.monotonic() - failing_since)
@@ -155,17 +174,27 @@ def publisher_main(settings: Settings, events, stop=None, drain_s: float = 10.0,
     setup_logging(settings.log_level)
     publisher = Publisher.from_settings(settings, retry=retry).start()
     try:
-        while stop is None or not stop.is_set():
-            try:
-                item = events.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if item is None:
-                publisher.drain(drain_s)
-                break
-            try:
-                publisher.submit(item if isinstance(item, Event) else Event.from_dict(item))
-            except EventError as exc:
-                log.error("event dropped: %s", exc)
+        pump(publisher, events, lambda: stop is not None and stop.is_set(), drain_s)
     finally:
         publisher.close()
+
+
+def pump(publisher: Publisher, events, stopping: Callable[[], bool], drain_s: float,
+         every: Callable[[], None] | None = None) -> bool:
+    """Submit what arrives on ``events`` until None (then drain up to ``drain_s``: True) or ``stopping()``
+    (False); ``every`` is called about five times a second (metrics)."""
+    while not stopping():
+        if every is not None:
+            every()
+        try:
+            item = events.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if item is None:
+            publisher.drain(drain_s)
+            return True
+        try:
+            publisher.submit(item if isinstance(item, Event) else Event.from_dict(item))
+        except EventError as exc:
+            log.error("event dropped: %s", exc)
+    return False

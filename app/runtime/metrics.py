@@ -8,6 +8,7 @@ supervisor why it failed.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import time
@@ -18,6 +19,10 @@ import numpy as np
 from app.runtime.shm import attach_segment, create_segment, release_segment, segment_name
 
 LATENCIES = 256  # recent capture→stage latencies kept per row, for p50/p99
+#: upper bounds (s) of the capture→stage latency histogram each row keeps (cumulative counts for Prometheus)
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: free-form counters per row (what a stage counts beyond items and drops: faces, events; app/observe names them)
+COUNTERS = 8
 
 IDLE, RUNNING, FINISHED, STOPPED, FAILED, STARTING = range(6)
 STATUS_NAMES = ("idle", "running", "finished", "stopped", "failed", "starting")  # starting: in setup()
@@ -27,6 +32,7 @@ ROW = np.dtype([
     ("last_latency", "<f8"), ("lat_count", "<i8"), ("pid", "<i8"), ("status", "<i8"), ("restarts", "<i8"),
     ("started", "<f8"), ("updated", "<f8"), ("first", "<f8"), ("get_s", "<f8"), ("put_s", "<f8"),
     ("name", "S32"), ("error", "S256"), ("latencies", "<f4", (LATENCIES,)),
+    ("lat_hist", "<i8", (len(LATENCY_BUCKETS) + 1,)), ("lat_sum", "<f8"), ("counters", "<i8", (COUNTERS,)),
 ], align=True)
 
 
@@ -74,6 +80,8 @@ class StageMetrics:
     def __init__(self, rows: np.ndarray, index: int) -> None:
         self._row = rows[index : index + 1]  # 1-element structured view: field writes go straight to shm
         self._lat = self._row["latencies"][0]
+        self._hist = self._row["lat_hist"][0]
+        self._counters = self._row["counters"][0]
         self._own_drops = 0
 
     def tick(self, n: int = 1, busy: float = 0.0, ts: float | None = None) -> None:
@@ -91,6 +99,16 @@ class StageMetrics:
             self._lat[k % LATENCIES] = lat
             row["last_latency"] = lat
             row["lat_count"] = k + 1
+            self._hist[bisect.bisect_left(LATENCY_BUCKETS, lat)] += 1
+            row["lat_sum"] += lat
+
+    def count(self, counter: int, n: int = 1) -> None:
+        """Add ``n`` to free-form counter ``counter`` (0..COUNTERS-1) of this row."""
+        self._counters[counter] += n
+
+    def set_counter(self, counter: int, value: int) -> None:
+        """Set a gauge-like counter (e.g. the gallery's size)."""
+        self._counters[counter] = value
 
     def waited(self, get: float = 0.0, put: float = 0.0) -> None:
         """Add time spent in the input (``get``) or output (``put``) queues."""
@@ -171,6 +189,10 @@ class Metrics:
         self._rows["restarts"][i] += 1 if keep_restarts else 0
         self._rows["status"][i] = IDLE
         self._rows["error"][i] = b""
+
+    def row(self, stage: str) -> np.void:
+        """A copy of one stage's raw row (histogram and counters included), for exporters."""
+        return self._rows[self.index(stage)].copy()
 
     def status(self, stage: str) -> tuple[int, str]:
         i = self.index(stage)

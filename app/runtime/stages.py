@@ -297,16 +297,28 @@ class EmbedTrackStage(_Batched):
 
 
 class IdentifyStage(_Wrapper):
-    """Owns the gallery (the embedded Qdrant folder can be open in one process only)."""
+    """Owns the gallery (the embedded Qdrant folder can be open in one process only). Its events tap
+    (app/events/tap.py) turns each labelled frame into events for the publisher."""
+
+    def __init__(self, settings: Settings, link=None) -> None:
+        super().__init__(settings)
+        self.link = link  # app.events.tap.EventsLink: run id, events and time-to-name queues
 
     def setup(self, ctx: StageContext) -> None:
         super().setup(ctx)
+        from app.events.tap import EventsLink, EventTap
         from app.stages.identify import Identify
 
         self.identify = Identify(self.settings)
+        self.tap = EventTap(self.settings, self.link or EventsLink(run="-"), ctx.metrics)
 
     def process(self, rec: Record, ctx: StageContext) -> Record:
+        from app.events.tap import intact_copy
+
         faces = self.identify(_faces(rec), stream=rec.stream, removed=rec.meta.get("removed"))
+        image = intact_copy(ctx.rings[ring_name(rec.stream)], rec.seq) if self.tap.wants_frame and len(faces) else None
+        self.tap.frame(rec.stream, rec.index, rec.ts, faces, rec.meta.get("removed"), image)
+        self.tap.gallery_size(lambda: len(self.identify.gallery.people()))
         # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
         # (128 KB) would not fit the queue's slot (sized for names and boxes)
         faces.embeddings = faces.query = None
@@ -321,6 +333,11 @@ class IdentifyStage(_Wrapper):
         if text != getattr(self, "_shown_gallery", ""):
             ctx.metrics.status(RUNNING, text)
             self._shown_gallery = text
+
+    def finish(self, ctx: StageContext) -> list[Record]:
+        """The end of the stream: tracks still open get their ``person.left``."""
+        self.tap.finish()
+        return []
 
     def teardown(self) -> None:
         identify = getattr(self, "identify", None)
