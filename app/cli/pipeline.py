@@ -176,6 +176,10 @@ def run_pipeline(settings: Settings, args, report: dict | None = None) -> int:
     (how it ended, the files written); a stage failure is then raised as the run's one error line."""
     started = time.time()
     preflight(settings)
+    from app.gallery.sightings_feed import policy_warning
+
+    if policy_warning(settings):
+        log.warning(policy_warning(settings))
     pipe, every = build_pipeline(settings, args)
     log.info("running %d stages (%s mode)", len(pipe.stages), "every-frame" if every else "live")
     server = serve_metrics(settings, lambda: pipe.metrics.spec if pipe.metrics is not None else None)

@@ -311,13 +311,21 @@ class IdentifyStage(_Wrapper):
 
         self.identify = Identify(self.settings)
         self.tap = EventTap(self.settings, self.link or EventsLink(run="-"), ctx.metrics)
+        from app.gallery.sightings_feed import SightingRecorder
+
+        self.sightings = SightingRecorder(self.settings, self.tap.link.run, self.settings.sources)
 
     def process(self, rec: Record, ctx: StageContext) -> Record:
+        from app.display.blur import hide_faces
         from app.events.tap import intact_copy
 
         faces = self.identify(_faces(rec), stream=rec.stream, removed=rec.meta.get("removed"))
-        image = intact_copy(ctx.rings[ring_name(rec.stream)], rec.seq) if self.tap.wants_frame and len(faces) else None
+        want = len(faces) and (self.tap.wants_frame or self.sightings.wants_image(rec.stream, faces))
+        image = intact_copy(ctx.rings[ring_name(rec.stream)], rec.seq) if want else None
+        if image is not None:  # snapshots (events, sightings) hide what the screen hides
+            hide_faces(image, faces, self.settings.privacy_blur)
         self.tap.frame(rec.stream, rec.index, rec.ts, faces, rec.meta.get("removed"), image)
+        self.sightings.frame(rec.stream, rec.index, rec.ts, faces, rec.meta.get("removed"), image)
         self.tap.gallery_size(lambda: len(self.identify.gallery.people()))
         # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
         # (128 KB) would not fit the queue's slot (sized for names and boxes)
@@ -337,9 +345,13 @@ class IdentifyStage(_Wrapper):
     def finish(self, ctx: StageContext) -> list[Record]:
         """The end of the stream: tracks still open get their ``person.left``."""
         self.tap.finish()
+        self.sightings.finish()
         return []
 
     def teardown(self) -> None:
+        sightings = getattr(self, "sightings", None)
+        if sightings is not None:
+            sightings.close()
         identify = getattr(self, "identify", None)
         if identify is not None:
             identify.close()
