@@ -99,8 +99,7 @@ class Renderer:
     def draw(self, frame: np.ndarray, faces: Faces, overlay: Overlay | None = None) -> np.ndarray:
         """Boxes first, then landmark dots clear of every label, then the labels (placed inside the frame and
         apart from each other), then the overlay."""
-        if self.blur != "none":
-            hide_faces(frame, faces, self.blur)  # before any drawing: boxes and names stay readable
+        hidden = hide_faces(frame, faces, self.blur) if self.blur != "none" else []  # before any drawing
         h, w = frame.shape[:2]
         scale = max(0.4, min(1.0, h / 900))
         thick = max(1, int(round(h / 400)))
@@ -121,7 +120,9 @@ class Renderer:
             patches.append(self._label(" ".join(parts), colour, scale))
         rects = place_labels(boxes, [(p.shape[1], p.shape[0]) for p in patches], w, h)
         dot = max(1, thick)
-        for face in points:
+        for i, face in enumerate(points):
+            if i in hidden:  # a hidden face's landmarks would still show its pose and features' places
+                continue
             for (px, py), show in zip(face, visible_dots(face, dot, rects)):
                 if show:
                     cv2.circle(frame, (px, py), dot, (0, 255, 255), -1, cv2.LINE_AA)

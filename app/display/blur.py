@@ -42,9 +42,9 @@ def pixelate(frame: np.ndarray, box, blocks: int = BLOCKS, margin: float = MARGI
     cv2.resize(small, (x3 - x0, y3 - y0), dst=roi, interpolation=cv2.INTER_LINEAR)
 
 
-def hide_faces(frame: np.ndarray, faces: Faces, mode: str) -> int:
-    """Pixelate the faces ``mode`` hides; returns how many."""
+def hide_faces(frame: np.ndarray, faces: Faces, mode: str) -> list[int]:
+    """Blur the faces ``mode`` hides; returns their rows."""
     rows = chosen(faces, mode)
     for i in rows:
         pixelate(frame, faces.boxes[i])
-    return len(rows)
+    return rows

@@ -40,6 +40,7 @@ def test_real_faces_lose_their_detail_and_named_ones_keep_theirs(media_dir, chec
     boxes = found.detections.boxes
     assert len(boxes) == 2
     faces = faces_of(boxes, ["Barack Obama", UNKNOWN])
+    faces.landmarks = found.detections.landmarks  # drawn as dots: none may land on a hidden face
     plain = Renderer(blur="none").draw(image.copy(), faces)
     hidden = Renderer(blur="unknown").draw(image.copy(), faces)
     assert detail(hidden, boxes[1]) < 0.05 * detail(plain, boxes[1])  # the stranger: no detail left
@@ -57,4 +58,4 @@ def test_boxes_at_or_past_the_edge_are_clipped():
     pixelate(img, [100, 100, 120, 120])  # wholly outside: nothing
     assert img.shape == (40, 60, 3) and not np.array_equal(img[:5, :5], before[:5, :5])
     assert np.array_equal(img[15:30, 15:45], before[15:30, 15:45])
-    assert hide_faces(img, faces_of([[0, 0, 30, 30]], ["Ada"]), "unknown") == 0
+    assert hide_faces(img, faces_of([[0, 0, 30, 30]], ["Ada"]), "unknown") == []
