@@ -14,6 +14,7 @@ from), so with PRIVACY_BLUR=all the named snapshots are blurred as well, as on s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -182,6 +183,13 @@ class SightingRecorder:
         self._writer = None
         return True
 
+    def _add(self, store: SightingStore, sighting: Sighting, jpeg: bytes | None) -> None:
+        try:
+            store.add(sighting, jpeg)
+            self.written += 1
+        except Exception as exc:  # noqa: BLE001 - one lost sighting must not end the identify stage
+            log.warning("sightings: track %d of stream %d not stored: %s", sighting.track_id, sighting.stream, exc)
+
     def _write_loop(self) -> None:
         store = None
         next_prune = 0.0
@@ -198,17 +206,26 @@ class SightingRecorder:
                     item = self._queue.get(timeout=60.0)
                 except queue.Empty:
                     continue
-                if item is None:
+                batch = [item]
+                while batch[-1] is not None:  # what queued up meanwhile goes in the same turn on the store
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                with _turn(store):
+                    for one in batch:
+                        if one is not None:
+                            self._add(store, *one)
+                if batch[-1] is None:
                     return
-                sighting, jpeg = item
-                try:
-                    store.add(sighting, jpeg)
-                    self.written += 1
-                except Exception as exc:  # noqa: BLE001 - one lost sighting must not end the identify stage
-                    log.warning("sightings: track %d of stream %d not stored: %s", sighting.track_id,
-                                sighting.stream, exc)
         except Exception as exc:  # noqa: BLE001 - the store cannot open: say so once, keep identifying
             log.warning("sightings: not recorded this run: %s", exc)
         finally:
             if store is not None:
                 store.close()
+
+
+def _turn(store: SightingStore):
+    """One turn on an embedded store for several writes (a server needs none)."""
+    hold = getattr(store, "hold", None)
+    return hold() if hold is not None else contextlib.nullcontext()
