@@ -113,3 +113,25 @@ def test_a_photo_with_no_face_is_one_clear_line(env, tmp_path, capsys):
     assert main(["--env", str(env), "sightings", "--photo", str(blank)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("facestream: error: --photo") and "no face found" in err and "\n" not in err
+
+
+def test_sightings_are_listed_while_a_pipeline_owns_the_gallery(env, capsys):
+    """The identify stage holds the gallery's folder for the whole run; the sightings store is not that folder."""
+    from app.gallery import GalleryBusy
+    from app.gallery.edge import EdgeGallery
+
+    settings = Settings.load(env, environ={})
+    owner = EdgeGallery(settings.qdrant_path, settings.qdrant_collection)  # what a running pipeline holds
+    try:
+        with pytest.raises(GalleryBusy):
+            EdgeGallery(settings.qdrant_path, settings.qdrant_collection)
+        v = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+        with open_sightings(None, settings.qdrant_path, settings.qdrant_collection) as store:
+            store.add(Sighting(stream=1, track_id=7, first_seen=time.time() - 5, last_seen=time.time(), embedding=v,
+                               person_id="ada", name="Ada"))
+        capsys.readouterr()
+        assert main(["--env", str(env), "sightings", "--name", "ada", "--since", "1h"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert len(out) == 1 and out[0].startswith("Ada  stream 1 track 7")
+    finally:
+        owner.close()
