@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
-import time
-
-import numpy as np
 
 from app.cli.common import load_settings, without_gpu
-from app.cli.summary import end_line, written_files
-from app.display.annotate import Overlay
-from app.display.present import KEYS, OutputOptions, Present
-from app.display.stats_text import StageRate, compact_lines
-from app.errors import FacestreamError, Stopped
+from app.display.present import KEYS, OutputOptions
+from app.errors import FacestreamError
 from app.settings import OVERLAY_MODES, Settings
 from app.stages.capture import VideoSource, parse_source
-from app.types import Faces, FrameRef
 
 log = logging.getLogger("facestream.run")
 
@@ -111,13 +103,10 @@ def cmd_run(args) -> int:
     settings = without_gpu(settings)
     if args.validate_on_start:
         validate_on_start(settings, args.max_drift)
-    from app.cli.pipeline import preflight, run_pipeline
+    from app.cli.assemble import RunRequest
+    from app.cli.pipeline import run_pipeline
 
-    if args.single_process:
-        preflight(settings)  # the same start-up checks as the pipeline (gallery reachable, same embedder)
-        return run_local(settings, args)
-
-    return run_pipeline(settings, args)
+    return run_pipeline(settings, RunRequest.from_args(args))
 
 
 def _validate(settings: Settings, frames: list) -> dict | None:
@@ -155,85 +144,3 @@ def validate_on_start(settings: Settings, max_drift: float, frames: int = 30) ->
     if 1.0 - r["cos_min"] > max_drift:
         raise FacestreamError(f"{r['a']} drifts from {r['b']} by {1 - r['cos_min']:.6f} (> {max_drift}) on "
                               f"{r['worst_face']}: use another backend or precision, or raise --max-drift")
-
-
-class Stopwatch:
-    """Busy time and count per named step, for the single-process loop's overlay and the bench baseline."""
-
-    def __init__(self) -> None:
-        self.busy: dict[str, float] = {}
-        self.count: dict[str, int] = {}
-
-    def time(self, name: str, t0: float) -> float:
-        t1 = time.perf_counter()
-        self.busy[name] = self.busy.get(name, 0.0) + t1 - t0
-        self.count[name] = self.count.get(name, 0) + 1
-        return t1
-
-    def fps(self, name: str) -> float:
-        return self.count.get(name, 0) / self.busy[name] if self.busy.get(name) else 0.0
-
-
-def run_local(settings: Settings, args, present: Present | None = None, stages=None) -> int:
-    """All stages in one process, one frame at a time: no batching, no shared memory."""
-    from app.stages.align import Align
-    from app.stages.detect import Detect
-    from app.stages.embed_track import EmbedTrack
-    from app.stages.identify import Identify
-    from app.tracking.scene import SceneCuts
-
-    spec = parse_source(settings.sources[0])
-    source = VideoSource(spec, settings.reconnect_max_delay)
-    _, _, fps = source.probe()
-    detect, align, embed, identify = stages or (Detect(settings), Align(), EmbedTrack(settings, fps),
-                                                Identify(settings))
-    present = present or Present(output_options(settings, args, fps))
-    watch = Stopwatch()
-    latencies: list[float] = []
-    index = 0
-    cuts = SceneCuts()
-    ok = False
-    reason = "finished"
-    started, t0 = time.time(), time.monotonic()
-    try:
-        while not args.max_frames or index < args.max_frames:
-            frame = source.read()
-            if frame is None:
-                if source.ended:
-                    break
-                continue
-            ref = FrameRef(seq=index, ts=time.time(), index=index)
-            t = time.perf_counter()
-            dets = detect([frame])[0]
-            t = watch.time("detect", t)
-            crops = align(frame, dets)
-            t = watch.time("align", t)
-            faces = Faces(dets.boxes, dets.scores, dets.landmarks, scene=cuts.update(frame))
-            faces = embed(faces, crops, frame_index=index)
-            t = watch.time("embed+track", t)
-            faces = identify(faces, removed=getattr(faces, "removed", None))
-            watch.time("gallery", t)
-            latencies.append(time.time() - ref.ts)
-            p50, p99 = np.percentile(latencies[-300:], (50, 99)) * 1000
-            overlay = Overlay([f"{spec.display_name}  frame {index}  single process"]
-                              + [f"{k}: {watch.fps(k):.1f} fps" for k in watch.busy]
-                              + [f"latency p50 {p50:.0f} ms"],
-                              compact=compact_lines([StageRate(k, watch.fps(k)) for k in watch.busy], p50, p99))
-            if not present(frame, ref, faces, overlay):
-                reason = "stopped"
-                break
-            index += 1
-        ok = True
-    except KeyboardInterrupt:  # Ctrl-C: the video so far is kept, closed properly, and the run ends 'stopped'
-        ok, reason = True, "interrupted"
-    finally:
-        present.close(ok=ok)
-        source.close()
-        identify.close()
-    log.info("processed %d frames in one process; ms per frame: %s", index,
-             ", ".join(f"{k} {watch.busy[k] / max(watch.count[k], 1) * 1000:.2f}" for k in watch.busy))
-    files = written_files(output_options(settings, args, fps), started)
-    print(end_line(reason, index, time.monotonic() - t0, 0, files), file=sys.stderr)
-    if reason == "interrupted":
-        raise Stopped(130)
-    return 0

@@ -101,7 +101,7 @@ def cmd_models(args) -> int:
 
 
 def _analyzer(settings, embed_spec: BackendSpec | None = None, det_backend: str | None = None):
-    from app.stages.detect import model_kwargs
+    from app.stages.models import model_kwargs
     from engines.analyzer import FaceAnalyzer
     from engines.model_zoo import load_detector
 
@@ -115,7 +115,7 @@ def _analyzer(settings, embed_spec: BackendSpec | None = None, det_backend: str 
 
 
 def _embedder(settings, spec: BackendSpec):
-    from app.stages.detect import model_kwargs
+    from app.stages.models import model_kwargs
     from engines.model_zoo import load_embedder
 
     kw = model_kwargs(settings)

@@ -9,10 +9,12 @@ the MJPEG stream, the web view and the output file all get it; the track log is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
-from app.types import UNKNOWN, Faces
+from app.types import UNKNOWN, Faces, FrameRef
 
 MODES = ("none", "unknown", "all")
 BLOCKS = 8  # the face becomes at most 8 x 8 cells: no feature survives at that size
@@ -48,3 +50,16 @@ def hide_faces(frame: np.ndarray, faces: Faces, mode: str) -> list[int]:
     for i in rows:
         pixelate(frame, faces.boxes[i])
     return rows
+
+
+def hidden_copy(view: np.ndarray | None, faces: Faces, mode: str,
+                intact: Callable[[FrameRef], bool]) -> np.ndarray | None:
+    """A copy of a frame's ring ``view`` for snapshots, with the faces ``mode`` hides already blurred; None when
+    there is no view, no face, or the frame was rewritten while it was copied (never a torn picture)."""
+    if view is None or not len(faces):
+        return None
+    image = np.array(view)
+    if not intact(faces.frame):
+        return None
+    hide_faces(image, faces, mode)
+    return image

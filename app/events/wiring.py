@@ -1,10 +1,12 @@
-"""How the events join a pipeline: a run id, the queues the identify stage's tap writes, and the publisher
-stage, only when a sink is configured (no MQTT_URL and no WEBHOOK_URL: no publisher process, nothing sent)."""
+"""How the events join the pipeline list: a run id, the spool and marks folders the identify stage's tap
+writes, and the publisher stage, only when a sink is configured (no MQTT_URL and no WEBHOOK_URL: no
+publisher process, nothing derived or sent)."""
 
 from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 
 from app.events.tap import EventsLink
 from app.settings import Settings
@@ -17,21 +19,23 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def events_link(settings: Settings, run: str | None = None) -> EventsLink:
-    """The link for this run (queues of the runtime's ``spawn`` context); a bad MQTT_URL or WEBHOOK_URL fails
-    here, before any process starts."""
-    import multiprocessing as mp
-
+def events_link(settings: Settings, marks: str | None, run: str | None = None) -> EventsLink:
+    """The link for this run: events spooled under EVENTS_DIR/spool when a sink is configured, time-to-name
+    marks in ``marks`` (a folder the caller made and removes). A bad MQTT_URL or WEBHOOK_URL fails here,
+    before any process starts."""
     from app.events.publisher import sinks_from_settings
 
-    spawn = mp.get_context("spawn")
     sinks = sinks_from_settings(settings)
-    return EventsLink(run=run or new_run_id(), events=spawn.Queue() if sinks else None, marks=spawn.Queue())
+    spool = str(Path(settings.events_dir).resolve() / "spool") if sinks else None
+    return EventsLink(run=run or new_run_id(), events=spool, marks=marks)
 
 
-def add_publisher(pipe, settings: Settings, link: EventsLink) -> None:
-    """The publisher stage, when the link carries events."""
+def publisher_step(settings: Settings, link: EventsLink, out_bytes: int):
+    """The publisher's entry of the pipeline list (between identify and display), or None when the link
+    carries no events."""
     from app.events.stage import PublisherStage
+    from app.runtime import Step
 
-    if link.events is not None:
-        pipe.stage(PUBLISHER, PublisherStage(settings, link))
+    if link.events is None:
+        return None
+    return Step(PUBLISHER, PublisherStage(settings, link), "published", out_bytes)

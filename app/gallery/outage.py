@@ -1,17 +1,15 @@
 """How long the gallery server has been unreachable during a run ("blind": faces seen but no name confirmed).
 
-The identify stage writes ``status_text`` into its metrics row (prefix ``gallery: ``): the display turns it
-into a red line while the server is down, and the final summary reads the blind time back with ``blind_seconds``.
+The identify stage reports ``status_text`` and the blind time in its metrics row's health column: the display
+shows the line in red while the server is down, and the final summary says the blind time.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 
 GALLERY_PREFIX = "gallery: "
-_BLIND = re.compile(r"blind (\d+(?:\.\d+)?) s")
 
 
 class Outage:
@@ -48,13 +46,3 @@ def status_text(outage: Outage | None) -> str:
     if outage.unreachable:
         return f"{GALLERY_PREFIX}unreachable, names not confirmed (blind {outage.blind_s():.0f} s)"
     return f"{GALLERY_PREFIX}reconnected (blind {outage.blind_s():.1f} s in all)"
-
-
-def is_unreachable(text: str) -> bool:
-    return text.startswith(GALLERY_PREFIX) and "unreachable" in text
-
-
-def blind_seconds(text: str) -> float:
-    """Seconds run blind, read back from a status line (0 when the line is not the gallery's)."""
-    m = _BLIND.search(text) if text.startswith(GALLERY_PREFIX) else None
-    return float(m.group(1)) if m else 0.0

@@ -97,6 +97,11 @@ class SightingRecorder:
                 return True
         return False
 
+    def labelled(self, faces: Faces, image: np.ndarray | None = None) -> None:
+        """One record as identify labelled it (its header says stream, frame and time; ``removed`` what ended)."""
+        ref = faces.frame
+        self.frame(ref.stream, ref.index, ref.ts, faces, faces.removed, image)
+
     def frame(self, stream: int, index: int, ts: float, faces: Faces, removed: list[int] | None = None,
               image: np.ndarray | None = None) -> None:
         """Follow this frame's tracks (``faces`` as identify labelled them, embeddings still on); end ``removed``."""

@@ -11,6 +11,8 @@ GALLERY = 3  # gauge: people enrolled in the gallery (refreshed every GALLERY_EV
 EVENTS_SENT = 4  # events a sink acknowledged (summed over the sinks)
 EVENTS_FAILED = 5  # failed attempts to send an event (each retry counts)
 EVENTS_DROPPED = 6  # undelivered events dropped because the on-disk queue was full
+EVENTS_ACCEPTED = 7  # events taken into the outbox (duplicates refused are not counted)
+EVENTS_OWED = 8  # gauge: events not yet acknowledged by every sink
 
 GALLERY_EVERY = 30.0
-COUNTERS_USED = 7  # counters 0..6 carry a meaning (the row has room for app.runtime.metrics.COUNTERS)
+COUNTERS_USED = 9  # counters 0..8 carry a meaning (the row has room for app.runtime.metrics.COUNTERS)

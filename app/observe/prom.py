@@ -14,9 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from app.observe import counters
+from app.protocol import Health
 from app.runtime.metrics import LATENCY_BUCKETS, RUNNING, STATUS_NAMES, Metrics
-
-SOURCE_PREFIX = "source: "  # capture's status text (app.runtime.stages.SOURCE_PREFIX)
 
 
 class PipelineCollector:
@@ -37,8 +36,7 @@ class PipelineCollector:
             "restarts": CounterMetricFamily("facestream_stage_restarts", "times a stage was restarted after "
                                             "a crash", labels=["stage"]),
             "depth": GaugeMetricFamily("facestream_stage_queue_depth", "records waiting in a stage's input "
-                                       "queue(s) (publish: events not yet acknowledged by every sink)",
-                                       labels=["stage"]),
+                                       "queue(s)", labels=["stage"]),
             "up": GaugeMetricFamily("facestream_stage_up", "1 while a stage is running", labels=["stage"]),
         }
         latency = HistogramMetricFamily("facestream_latency_seconds", "capture to the end of a stage's work, "
@@ -62,8 +60,7 @@ class PipelineCollector:
                     buckets.append((bound, float(cumulative)))
                 latency.add_metric([name], buckets, float(row["lat_sum"]))
             if name.startswith("capture"):
-                text = row["error"].decode("utf-8", "replace")
-                down = status in ("failed", "stopped") or (text.startswith(SOURCE_PREFIX) and "reconnecting" in text)
+                down = status in ("failed", "stopped") or int(row["health"]) == Health.DOWN
                 source.add_metric([name], 0.0 if down else 1.0)
             for k in totals:
                 totals[k] += int(row["counters"][k])
@@ -72,6 +69,8 @@ class PipelineCollector:
         yield source
         for key, name, doc in FACE_COUNTERS:
             yield CounterMetricFamily(name, doc, value=float(totals[key]))
+        yield GaugeMetricFamily("facestream_events_owed", "events not yet acknowledged by every sink",
+                                value=float(totals[counters.EVENTS_OWED]))
         yield GaugeMetricFamily("facestream_gallery_people", "people enrolled in the gallery (read every "
                                 f"{counters.GALLERY_EVERY:.0f} s)", value=float(totals[counters.GALLERY]))
 
@@ -84,6 +83,7 @@ FACE_COUNTERS = (
     (counters.EVENTS_FAILED, "facestream_events_failed", "failed attempts to send an event (each retry counts)"),
     (counters.EVENTS_DROPPED, "facestream_events_dropped", "undelivered events dropped because the on-disk "
      "queue was full (EVENTS_MAX_MB)"),
+    (counters.EVENTS_ACCEPTED, "facestream_events_accepted", "events taken into the on-disk queue for the sinks"),
 )
 
 

@@ -3,7 +3,8 @@
 Each stage writes only its own row (single writer, no lock); readers take snapshots and turn counter
 differences into rates. A torn read can at worst mix two consecutive values of a counter, which is harmless
 for an overlay. The row also carries the stage's status and last error line, which is how a child tells the
-supervisor why it failed.
+supervisor why it failed, and the health of what the stage depends on (a live source, the gallery server): a
+typed column the display reads while no record flows.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.runtime.shm import attach_segment, create_segment, release_segment, segment_name
+from app.protocol import Health
+from app.runtime.segments import attach_segment, create_segment, release_segment, segment_name
 
 LATENCIES = 256  # recent capture→stage latencies kept per row, for p50/p99
 #: upper bounds (s) of the capture→stage latency histogram each row keeps (cumulative counts for Prometheus)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: free-form counters per row (what a stage counts beyond items and drops: faces, events; app/observe names them)
-COUNTERS = 8
+COUNTERS = 12
 
 IDLE, RUNNING, FINISHED, STOPPED, FAILED, STARTING = range(6)
 STATUS_NAMES = ("idle", "running", "finished", "stopped", "failed", "starting")  # starting: in setup()
@@ -31,7 +33,8 @@ ROW = np.dtype([
     ("items", "<i8"), ("busy", "<f8"), ("drops", "<i8"), ("depth", "<i8"),
     ("last_latency", "<f8"), ("lat_count", "<i8"), ("pid", "<i8"), ("status", "<i8"), ("restarts", "<i8"),
     ("started", "<f8"), ("updated", "<f8"), ("first", "<f8"), ("get_s", "<f8"), ("put_s", "<f8"),
-    ("name", "S32"), ("error", "S256"), ("latencies", "<f4", (LATENCIES,)),
+    ("health", "<i8"), ("down_s", "<f8"), ("name", "S32"), ("error", "S256"), ("note", "S128"),
+    ("latencies", "<f4", (LATENCIES,)),
     ("lat_hist", "<i8", (len(LATENCY_BUCKETS) + 1,)), ("lat_sum", "<f8"), ("counters", "<i8", (COUNTERS,)),
 ], align=True)
 
@@ -65,6 +68,9 @@ class StageStats:
     #                     starved by the stage before
     put_s: float = 0.0  # seconds spent handing records on: high when the stage after cannot keep up
     run_s: float = 0.0  # seconds from the first item done to the last (set-up and the wait for the others excluded)
+    health: Health = Health.OK  # of what the stage depends on (a live source, the gallery server)
+    note: str = ""  # what the stage says about it (the display's red line while DOWN)
+    down_s: float = 0.0  # seconds it has been down in all
 
     @property
     def waiting(self) -> float:
@@ -139,6 +145,13 @@ class StageMetrics:
             row["error"] = error.replace("\n", " ").encode("utf-8", "replace")[:255]
         row["status"] = status
 
+    def health(self, state: Health, note: str = "", down_s: float = 0.0) -> None:
+        """The state of what this stage depends on, with a line about it and the seconds it has been down."""
+        row = self._row
+        row["note"] = note.replace("\n", " ").encode("utf-8", "replace")[:127]
+        row["down_s"] = down_s
+        row["health"] = int(state)
+
     @property
     def items(self) -> int:
         return int(self._row["items"][0])
@@ -198,6 +211,11 @@ class Metrics:
         i = self.index(stage)
         return int(self._rows["status"][i]), self._rows["error"][i].decode("utf-8", "replace")
 
+    def health(self, stage: str) -> tuple[Health, str, float]:
+        """(state, note, seconds down) of what ``stage`` depends on."""
+        r = self._rows[self.index(stage)]
+        return Health(int(r["health"])), r["note"].decode("utf-8", "replace"), float(r["down_s"])
+
     def snapshot(self) -> list[StageStats]:
         out = []
         now = time.time()
@@ -218,6 +236,7 @@ class Metrics:
                 latency_p50=p50, latency_p99=p99, restarts=int(r["restarts"]),
                 error=r["error"].decode("utf-8", "replace"), busy_s=busy, get_s=float(r["get_s"]),
                 put_s=float(r["put_s"]), run_s=max(0.0, float(r["updated"]) - float(r["first"])) if r["first"] else 0.0,
+                health=Health(int(r["health"])), note=r["note"].decode("utf-8", "replace"), down_s=float(r["down_s"]),
             ))
         return out
 

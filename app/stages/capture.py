@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import FacestreamError
+from app.protocol import Context, Health, Source
 from app.redact import redact
+from app.types import Faces, FrameRef
 
 log = logging.getLogger("facestream.capture")
 
@@ -207,3 +209,87 @@ class VideoSource:
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+
+
+class Capture(Source):
+    """Reads one source into its stream's ring (decoded straight into shared memory: no copy of the frame);
+    in live mode the queue after it drops the oldest records. Numbers the frames, and compares each with the
+    one before for scene cuts here, where every decoded frame passes (none dropped yet)."""
+
+    def __init__(self, source: str, stream: int = 0, reconnect_max_delay: float = 30.0, threads: int = 0,
+                 max_frames: int = 0, realtime: bool = False, loops: int = 1) -> None:
+        self.source = source
+        self.stream = stream
+        self.reconnect_max_delay = reconnect_max_delay
+        self.threads = threads
+        self.max_frames = max_frames
+        self.realtime = realtime  # release a file's frames at its frame rate, like a live camera
+        self.loops = loops  # play a file this many times (benchmarks: a steady window longer than the clip)
+        self.src: VideoSource | None = None
+
+    def _open(self) -> VideoSource:
+        src = VideoSource(parse_source(self.source), self.reconnect_max_delay, self.threads)
+        src.open()
+        return src
+
+    def setup(self, ctx: Context) -> None:
+        from app.tracking.scene import SceneCuts
+
+        self.ctx = ctx
+        self.src = self._open()
+        self.cuts = SceneCuts()
+        self.index = self.played = 0
+        self.start = time.monotonic()
+        self.shown, self.next_status = "live", 0.0  # reported only from the first outage on
+
+    def pace(self) -> None:
+        if self.realtime:
+            time.sleep(max(0.0, self.start + self.index / (self.src.fps or 30.0) - time.monotonic()))
+
+    def produce(self, ring) -> Faces | None:
+        if self.max_frames and self.index >= self.max_frames:
+            self.ended = True
+            return None
+        shape = ring.spec.height, ring.spec.width
+        shape3 = (*shape, ring.spec.channels)
+        index, src = self.index, self.src
+        slot = ring.begin(index, shape3)
+        frame = src.read(into=slot)
+        self._report(src)
+        if frame is None:
+            ring.abort(index)
+            if src.ended:
+                self.played += 1
+                if self.played >= self.loops:
+                    self.ended = True
+                    return None
+                src.close()
+                self.src = self._open()
+            return None
+        ts = time.time()
+        if frame is slot:
+            ring.commit(index, ts, shape3, stream=self.stream, index=index)  # one ring per stream: seq = index
+        else:  # the decoder made its own array: a live stream changed resolution; keep the ring's
+            import cv2
+
+            ring.abort(index)
+            if frame.shape[:2] != shape:
+                frame = cv2.resize(frame, (shape[1], shape[0]))
+            ring.write(frame, index, ts, stream=self.stream, index=index)
+        self.index += 1
+        return Faces(frame=FrameRef(index, ts, self.stream, index, self.cuts.update(frame)))
+
+    def _report(self, src: VideoSource) -> None:
+        """A live source's state in the health column: the display cannot see a silent source through records."""
+        now = time.monotonic()
+        if src.spec.live and (now >= self.next_status or (src.status != "reconnecting") != (self.shown == "live")):
+            text = src.describe()
+            if text != self.shown:
+                down = src.status == "reconnecting"
+                self.ctx.health(Health.DOWN if down else Health.RECOVERED, f"source {self.ctx.name}: {text}")
+                self.shown = text
+            self.next_status = now + 0.25
+
+    def teardown(self) -> None:
+        if self.src is not None:
+            self.src.close()

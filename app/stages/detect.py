@@ -6,31 +6,20 @@ of candidate boxes, which would otherwise cross a process boundary.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
 
-from app.settings import Settings, usable_cores
+from app.protocol import Context, Stage
+from app.settings import Settings
+from app.stages.models import model_kwargs, stage_threads
+from app.types import Faces
+from engines.align import align_faces
 from engines.model_zoo import load_detector
 from engines.types import Detections
 
-
-def model_kwargs(settings: Settings, warn: Callable[[str], None] | None = None, threads: int | None = None) -> dict:
-    """What every model load takes from the settings: checkpoints, device, precision, strictness, CPU threads."""
-    return {
-        "checkpoint_dir": settings.checkpoint_dir,
-        "device": settings.device,
-        "precision": settings.gpu_precision,
-        "strict_gpu": settings.strict_gpu,
-        "warn": warn,
-        "backend_opts": {"threads": threads, "det_size": (settings.det_size, settings.det_size),
-                         "compile_mode": "default" if settings.gpu_compile else None},
-    }
-
-
-def stage_threads(settings: Settings) -> int:
-    """CPU threads for one of the two inference stages that run side by side in the pipeline."""
-    return settings.infer_threads or max(1, usable_cores() // 2)
+log = logging.getLogger("facestream.stage")
 
 
 class Detect:
@@ -114,3 +103,48 @@ class Detect:
             if crops is not None:
                 crops = [c[k] if k is not None else c for c, k in zip(crops, keep)]
         return dets if crops is None else (dets, crops)
+
+
+class DetectStage(Stage):
+    """Detection on batches of frames from the rings. ``aligns``: the list has no align stage, so detect also
+    cuts each face's aligned crop — on the GPU from the frame it uploaded (the CPU warp cost 1-2 ms per 1080p
+    frame of ~10 faces), or, should the detector have fallen back to the CPU, with the CPU warp here."""
+
+    reads_frames = True
+
+    def __init__(self, settings: Settings, ring_sizes: list[tuple[int, int]], aligns: bool = False) -> None:
+        self.settings = settings
+        self.ring_sizes = ring_sizes
+        self.aligns = aligns
+        self.batch_size = settings.detect_batch
+        self.batch_wait = settings.batch_wait_ms / 1000.0
+        self.detect: Detect | None = None
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.detect = Detect(self.settings, threads=stage_threads(self.settings))
+        pinned = sum(self.detect.register_frames(memory) for memory in ctx.frame_memory())
+        self.gpu_align = self.aligns and self.detect.aligns
+        for h, w in dict.fromkeys(self.ring_sizes):
+            self.detect.warmup(h, w, self.batch_size)
+        log.info("detector: %s %s%s%s", self.settings.detector_model, self.detect.backend.describe(),
+                 f"; {pinned} frame ring(s) page-locked for direct uploads" if pinned else "",
+                 "; faces aligned on the GPU" if self.gpu_align else "")
+
+    def process_batch(self, frames: list[np.ndarray | None], recs: list[Faces]) -> list[Faces | None]:
+        crops: list[np.ndarray] | None = [] if self.gpu_align else None
+        found = self.detect.detect_checked(frames, lambda: [self.ctx.frame_valid(r.frame) for r in recs], crops)
+        out: list[Faces | None] = []
+        for k, (frame, rec, dets) in enumerate(zip(frames, recs, found)):
+            if dets is None:  # overwritten while we read it: drop, never use torn pixels
+                self.ctx.drop()
+                continue
+            faces = Faces(dets.boxes, dets.scores, dets.landmarks, frame=rec.frame)
+            if self.aligns:
+                faces.crops = crops[k] if crops is not None else align_faces(frame, dets.landmarks)
+            out.append(faces)
+        return out
+
+    def teardown(self) -> None:
+        if self.detect is not None:
+            self.detect.close()  # unlock the rings' pages before the runtime unmaps them

@@ -7,7 +7,7 @@ Boxes alone cannot see a scene cut: a new person's face in the same place contin
 may be shown only for a face whose own embedding, taken since the last cut or jump, confirmed its track
 (between embeddings a track keeps its name; across a cut or a jump it does not). So:
 
-- a scene cut (capture's scene counter, carried in ``Faces.scene``, changed since this stream's last frame)
+- a scene cut (capture's scene counter, carried in the record's frame header, changed since this stream's last frame)
   ends every track: the stream's tracker starts again, every face gets a new id and is embedded at once,
   and the old ids are reported removed (their votes are forgotten);
 - a box that does not continue its track (IoU with the predicted box below JUMP_IOU, or a track re-found
@@ -18,17 +18,21 @@ may be shown only for a face whose own embedding, taken since the last cut or ju
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.protocol import Context, Stage
 from app.settings import Settings
-from app.stages.detect import model_kwargs
+from app.stages.models import model_kwargs, stage_threads
 from app.tracking.bytetrack import ByteTracker, TrackResult
 from app.tracking.identity import TrackIdentities
 from app.types import Faces
 from engines.model_zoo import load_embedder
+
+log = logging.getLogger("facestream.stage")
 
 # A matched box whose IoU with its track's predicted box is below this is embedded at once. Measured on the
 # shared clip: the boxes that carried a track across its cuts scored 0.39 and 0.49; faces moving within a
@@ -218,7 +222,40 @@ class EmbedTrack:
         query = np.array([r for r, t in zip(rows[embedded], shown_emb) if int(t) in due], np.int64)
         query_emb = (np.stack([identities.embedding(int(track_ids[r])) for r in query]).astype(np.float32)
                      if len(query) else np.zeros((0, 512), np.float32))
-        out = Faces(faces.boxes, faces.scores, faces.landmarks, track_ids=track_ids, embeddings=query_emb,
-                    query=query, scene=faces.scene)
-        out.removed = removed  # type: ignore[attr-defined]
+        return Faces(faces.boxes, faces.scores, faces.landmarks, track_ids=track_ids, embeddings=query_emb,
+                     query=query, removed=removed, frame=faces.frame)
+
+
+class EmbedTrackStage(Stage):
+    """Tracks and embeds batches of frames' faces (any streams). On a GPU it overlaps a batch's embedding with
+    taking the next: it hands on the batch before, and holds none back when nothing else is queued (live: no
+    frame waits for one that may not come) or the embedder cannot run in the background (CPU)."""
+
+    def __init__(self, settings: Settings, fps: dict[int, float]) -> None:
+        self.settings = settings
+        self.fps = fps
+        self.batch_size = settings.detect_batch  # frames per batch; their faces go in EMBED_BATCH chunks
+        self.batch_wait = settings.batch_wait_ms / 1000.0
+        self.held: tuple | None = None  # (records, pending embedding) of the batch handed on after the next
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.embed = EmbedTrack(self.settings, self.fps, threads=stage_threads(self.settings))
+        self.embed.warmup()
+        every = "frame" if self.embed.interval == 1 else f"{self.embed.interval} frames"
+        log.info("embedder: %s %s; each track embedded every %s", self.settings.embedder_model,
+                 self.embed.backend.describe(), every)
+
+    def process_batch(self, frames: list, recs: list[Faces]) -> list[Faces | None]:
+        pending = self.embed.submit([(r, r.crops, r.frame.stream, r.frame.index) for r in recs])
+        out = self.finish()
+        if self.embed.overlaps and self.ctx.pending():  # overlap the GPU with the next batch
+            self.held = (recs, pending)
+        else:
+            out += self.embed.collect(pending)
         return out
+
+    def finish(self) -> list[Faces]:
+        """The batch held back, finished (also at the end of the stream)."""
+        held, self.held = self.held, None
+        return self.embed.collect(held[1]) if held else []

@@ -16,6 +16,8 @@ import time
 import numpy as np
 
 from app.gallery import Embedder, GalleryUnavailable, open_gallery
+from app.gallery.outage import status_text
+from app.protocol import Context, Health, Stage
 from app.settings import Settings
 from app.tracking.identity import TrackIdentities
 from app.types import UNKNOWN, Faces
@@ -91,3 +93,62 @@ class Identify:
 
     def close(self) -> None:
         self.gallery.close()
+
+
+class IdentifyStage(Stage):
+    """Owns the gallery (the embedded Qdrant folder can be open in one process only)."""
+
+    def __init__(self, settings: Settings, link=None) -> None:
+        self.settings = settings
+        self.link = link  # app.events.tap.EventsLink: run id, events spool, time-to-name marks
+        # snapshots for the events and the sightings
+        self.reads_frames = (link is not None and link.events is not None) or settings.sightings != "off"
+        self.identify: Identify | None = None
+        self._shown = ""
+
+    def setup(self, ctx: Context) -> None:
+        from app.events.tap import EventsLink, EventTap
+
+        self.ctx = ctx
+        self.identify = Identify(self.settings)
+        self.tap = EventTap(self.settings, self.link or EventsLink(run="-"), getattr(ctx, "metrics", None),
+                            people=lambda: len(self.identify.gallery.people()))
+        from app.gallery.sightings_feed import SightingRecorder
+
+        self.sightings = SightingRecorder(self.settings, self.tap.link.run, self.settings.sources)
+
+    def process(self, frame: np.ndarray | None, rec: Faces) -> Faces:
+        faces = self.identify(rec, stream=rec.frame.stream, removed=rec.removed)
+        from app.display.blur import hidden_copy
+
+        wanted = self.tap.wants_frame or self.sightings.wants_image(rec.frame.stream, faces)
+        # snapshots (events, sightings) are cut from a copy that hides what PRIVACY_BLUR hides on screen
+        image = hidden_copy(frame, faces, self.settings.privacy_blur, self.ctx.frame_valid) if wanted else None
+        self.tap.labelled(faces, image, self.ctx.frame_valid)  # events, face counts, time-to-name marks
+        self.sightings.labelled(faces, image)
+        # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
+        # (128 KB) would not fit the queue's slot (sized for names and boxes)
+        faces.embeddings = faces.query = None
+        self.report_gallery()
+        return faces
+
+    def report_gallery(self) -> None:
+        """A gallery server's outage in the health column (the display's red line, the summary's blind time)."""
+        outage = self.identify.gallery.outage  # None for the embedded engine: only a server can be unreachable
+        text = status_text(outage)
+        if text != self._shown:
+            state = Health.OK if not text else Health.DOWN if outage.unreachable else Health.RECOVERED
+            self.ctx.health(state, text, outage.blind_s() if outage else 0.0)
+            self._shown = text
+
+    def finish(self) -> list[Faces]:
+        """The end of the stream: tracks still open get their ``person.left``."""
+        self.tap.finish()
+        self.sightings.finish()
+        return []
+
+    def teardown(self) -> None:
+        if getattr(self, "sightings", None) is not None:
+            self.sightings.close()
+        if self.identify is not None:
+            self.identify.close()

@@ -150,3 +150,35 @@ def test_webhook_down_for_half_the_run_gets_every_event_in_order_signed(two_enro
         assert verify_signature(body, signature, secret)
         assert not verify_signature(body, signature, "whsec-wrong")  # a bad secret is caught
         assert base64.b64decode(json.loads(body)["snapshot"]["crop"]).startswith(b"\xff\xd8")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_restarted_identify_stage_never_announces_a_track_twice(two_enrolled, broker, media_dir, tmp_path):
+    """identify is killed (SIGKILL) just after Lin-Manuel's close-up was announced; the supervisor restarts it
+    and the new one meets his track again: no second person.appeared, and his person.left still comes."""
+    import os
+    import signal
+
+    from tests.app.faults.servers import stage_pids
+
+    subscriber = Subscriber(broker, ["facestream/events"], client_id="restart-test")
+    env = fault_env(two_enrolled, tmp_path, MQTT_URL=broker.url, EVENTS_DIR=tmp_path / "events", LOG_LEVEL="INFO")
+    proc = start_run(env, "--headless", "--log-tracks", str(tmp_path / "tracks.jsonl"), "--source",
+                     str(media_dir / "video/short_hamilton_clip.mp4"))
+
+    def lin_announced() -> bool:
+        return any(e["type"] == APPEARED and e["frame"] >= 82 for e in map(json.loads, subscriber.on(
+            "facestream/events")))
+
+    try:
+        wait_for(lambda: lin_announced() or proc.poll() is not None, 200, "Lin-Manuel's close-up announced")
+        os.kill(stage_pids(proc.pid)["identify"], signal.SIGKILL)
+        err = finish(proc, env)
+        time.sleep(1.0)
+    finally:
+        subscriber.close()
+    assert "identify" in err and "restarting it" in err, err
+    assert "was announced before this restart: not announcing it again" in err, err  # it met his track again
+    events = [Event.from_json(p) for p in subscriber.on("facestream/events")]
+    check_events(events)

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.runtime.shm import Record, RecordQueue
-from app.runtime.stages import free_orphaned_locks
+from app.runtime.child import free_orphaned_locks
+from app.runtime.queue import RecordQueue
+from tests.app.runtime.helpers import rec
 
 
 def _hold_and_wait(lock, ready) -> None:
@@ -35,8 +36,8 @@ def test_restarted_stage_frees_the_lock_its_killed_predecessor_held():
         assert not q.spec.get_lock.acquire(timeout=0.2)  # still held by the dead process
         stage = SimpleNamespace(name="detect", inputs={"frames": q}, outputs={})
         assert free_orphaned_locks(stage, wait=0.3) == ["frames.get"]
-        assert q.put(Record(seq=7, ts=1.0), timeout=1)
-        assert q.get(timeout=1).seq == 7  # the consumer side works again
+        assert q.put(rec(seq=7, ts=1.0), timeout=1)
+        assert q.get(timeout=1).frame.seq == 7  # the consumer side works again
         assert free_orphaned_locks(stage, wait=0.3) == []  # a free lock is left alone
     finally:
         q.close()

@@ -1,11 +1,11 @@
-"""Blind time: outages of the gallery server summed, written as one status line and read back from it."""
+"""Blind time: outages of the gallery server summed, said in one status line, carried by the health column."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from app.gallery.outage import Outage, blind_seconds, is_unreachable, status_text
+from app.gallery.outage import Outage, status_text
 
 
 class Clock:
@@ -24,27 +24,22 @@ def test_outages_add_up_and_the_status_line_says_so():
     o.down()
     clock.t += 4
     o.down()  # still the same outage
-    text = status_text(o)
-    assert is_unreachable(text) and blind_seconds(text) == 4
+    assert o.unreachable and o.blind_s() == 4
+    assert status_text(o) == "gallery: unreachable, names not confirmed (blind 4 s)"
     o.up()
     clock.t += 10  # reachable time is not blind
     o.down()
     clock.t += 2.5
     o.up()
-    text = status_text(o)
-    assert not is_unreachable(text) and blind_seconds(text) == pytest.approx(6.5)
+    assert not o.unreachable and o.blind_s() == pytest.approx(6.5)
+    assert status_text(o) == "gallery: reconnected (blind 6.5 s in all)"
     assert o.count == 2
-
-
-def test_other_status_lines_are_not_read_as_blind_time():
-    assert blind_seconds("source: reconnecting (blind 5 s)") == 0.0
-    assert not is_unreachable("source: unreachable")
 
 
 @pytest.mark.timeout(60)
 def test_a_lost_server_reaches_the_display_as_a_red_line_and_the_summary_as_blind_time(tmp_path):
-    """The identify stage's row carries the outage of its (real, unreachable) server to the display and the
-    supervisor, the way capture's row carries a lost source."""
+    """The identify stage's health column carries the outage of its (real, unreachable) server to the display
+    and the summary, the way capture's carries a lost source."""
     import socket
     import threading
     import time
@@ -52,10 +47,12 @@ def test_a_lost_server_reaches_the_display_as_a_red_line_and_the_summary_as_blin
 
     from app.gallery import GalleryUnavailable
     from app.gallery.server import ServerGallery
+    from app.protocol import Health
+    from app.runtime.context import StageContext
     from app.runtime.metrics import Metrics
-    from app.runtime.process import StageContext
-    from app.runtime.stages import DisplayStage, IdentifyStage
     from app.settings import Settings
+    from app.stages.display import DisplayStage
+    from app.stages.identify import IdentifyStage
     from tests.app.gallery import unit
 
     with socket.socket() as s:
@@ -64,27 +61,27 @@ def test_a_lost_server_reaches_the_display_as_a_red_line_and_the_summary_as_blin
     gallery = ServerGallery("faces", 512, url=url, spool_dir=tmp_path / "spool", timeout=2, connect=False)
     metrics = Metrics.create(["identify", "display"])
     try:
-        settings = Settings.load(None, environ={})
         stop = threading.Event()
-        identify_ctx = StageContext("identify", {}, {}, {}, stop, metrics)
-        display_ctx = StageContext("display", {}, {}, {}, stop, metrics)
-        stage = IdentifyStage(settings)
+        stage = IdentifyStage(Settings.load(None, environ={}))
         stage.identify = SimpleNamespace(gallery=gallery)
-        display = DisplayStage(settings, None, {0: "clip"})
+        stage.ctx = StageContext("identify", {}, {}, {}, stop, metrics)
+        display = DisplayStage(None, {0: "clip"})
+        display.ctx = StageContext("display", {}, {}, {}, stop, metrics)
 
-        stage._gallery_status(identify_ctx)  # all well so far: the row stays empty, nothing shown
-        assert metrics.status("identify")[1] == "" and display._source_status(display_ctx) == ("", False)
+        stage.report_gallery()  # all well so far: nothing in the column, nothing shown
+        assert metrics.health("identify") == (Health.OK, "", 0.0) and display.outages() == ("", False)
         with pytest.raises(GalleryUnavailable):
             gallery.search(unit(np.random.default_rng(0), 1), 0.5)
-        stage._gallery_status(identify_ctx)
-        text, warn = display._source_status(display_ctx)
+        stage.report_gallery()
+        text, warn = display.outages()
         assert warn and text.startswith("gallery: unreachable")
 
         time.sleep(0.3)
         gallery.outage.up()  # the server answers again
-        stage._gallery_status(identify_ctx)
-        assert display._source_status(display_ctx) == ("", False)
-        assert blind_seconds(metrics.status("identify")[1]) >= 0.3  # what run_pipeline's summary reads back
+        stage.report_gallery()
+        assert display.outages() == ("", False)
+        state, _, blind = metrics.health("identify")
+        assert state == Health.RECOVERED and blind >= 0.3  # what run_pipeline's summary reports
     finally:
         gallery.close()
         metrics.close()

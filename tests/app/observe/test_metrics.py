@@ -15,6 +15,7 @@ from app.errors import FacestreamError
 from app.observe import counters
 from app.observe.prom import render_metrics
 from app.observe.server import MetricsServer
+from app.protocol import Health
 from app.runtime.metrics import RUNNING, Metrics
 
 
@@ -42,7 +43,8 @@ def block():
 def test_figures_are_the_rows_figures(block):
     now = time.time()
     capture, identify, display = block.writer("capture"), block.writer("identify"), block.writer("display")
-    capture.status(RUNNING, "source: reconnecting in 2 s")
+    capture.status(RUNNING)
+    capture.health(Health.DOWN, "source: reconnecting in 2 s", 1.5)
     for lat in (0.004, 0.03, 0.2, 3.0):
         display.tick(busy=0.01, ts=now - lat)
     display.drop(2)
@@ -128,8 +130,9 @@ def test_scraped_during_a_run_the_figures_agree_with_the_track_log(enrolled_env,
         assert got[("facestream_stage_frames_total", (("stage", "capture"),))] == 275
         assert got[("facestream_gallery_people", ())] == 6
         assert got[("facestream_source_up", (("stage", "capture"),))] in (0, 1)  # a file: up, then finished
-        owed = got[("facestream_stage_queue_depth", (("stage", "publish"),))]
+        owed = got[("facestream_events_owed", ())]
         assert got[("facestream_events_sent_total", ())] == 0 and owed >= 2  # held for the broker
+        assert got[("facestream_events_accepted_total", ())] == owed
         broker.start()
         proc.wait(120)
     finally:

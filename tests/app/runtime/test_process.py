@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.runtime import Pipeline, Record, StageContext
+from app.protocol import Source, Stage
+from app.runtime import Pipeline, ring_name
+from app.types import Faces
+from tests.app.runtime.helpers import rec
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -29,55 +32,53 @@ def leftovers(pid: int | None = None) -> list[str]:
 # -- stages used by the tests (module level: they are pickled into spawned children) -------------------------
 
 @dataclass
-class CountSource:
+class CountSource(Source):
     """Writes frames filled with seq % 251 and announces each; n=0: forever (a live source)."""
 
     n: int = 0
     interval: float = 0.0
     ready_dir: str = ""
-    wait_ready: bool = False  # like capture: start only once every other stage has finished its set-up
 
-    def run(self, ctx: StageContext) -> None:
+    def setup(self, ctx) -> None:
         if self.ready_dir:
             Path(self.ready_dir, ctx.name).write_text(str(os.getpid()))
-        while self.wait_ready and not ctx.stopping and not ctx.all_metrics.all_running(except_=ctx.name):
-            time.sleep(0.01)
-        ring = ctx.ring
-        frame = np.empty((ring.spec.height, ring.spec.width, 3), np.uint8)
-        i = 0
-        while not ctx.stopping and (self.n == 0 or i < self.n):
-            frame.fill(i % 251)
-            ts = time.time()
-            ring.write(frame, i, ts)
-            ctx.put(Record(seq=i, ts=ts, arrays={"i": np.array([i])}))
-            ctx.metrics.tick(ts=ts)
-            i += 1
-            if self.interval:
-                time.sleep(self.interval)
+        self.i = 0
+
+    def pace(self) -> None:
+        if self.interval and self.i:
+            time.sleep(self.interval)
+
+    def produce(self, ring) -> Faces | None:
+        if self.n and self.i >= self.n:
+            self.ended = True
+            return None
+        i, ts = self.i, time.time()
+        ring.write(np.full((ring.spec.height, ring.spec.width, 3), i % 251, np.uint8), i, ts)
+        self.i += 1
+        return rec(seq=i, ts=ts, track_ids=np.array([i]))
 
 
 @dataclass
-class MeanStage:
+class MeanStage(Stage):
     """Reads each frame from the ring; optionally fails on one record, or only on its first life."""
 
     fail_at: int = -1
     fail_once_marker: str = ""
+    reads_frames = True
 
-    def setup(self, ctx: StageContext) -> None:
+    def setup(self, ctx) -> None:
         self.first_life = bool(self.fail_once_marker) and not Path(self.fail_once_marker).exists()
         if self.first_life:
             Path(self.fail_once_marker).write_text("died once")
 
-    def process(self, rec: Record, ctx: StageContext) -> Record:
-        if rec.seq == self.fail_at or self.first_life:
-            raise ValueError(f"boom at frame {rec.seq}\nsecond line")
-        frame = ctx.ring.copy(rec.seq)
-        mean = -1 if frame is None else int(frame.mean())
-        return Record(rec.seq, rec.ts, arrays={"mean": np.array([mean])})
+    def process(self, frame, r: Faces) -> Faces:
+        if r.frame.seq == self.fail_at or self.first_life:
+            raise ValueError(f"boom at frame {r.frame.seq}\nsecond line")
+        return Faces(track_ids=np.array([int(frame.mean())]), frame=r.frame)
 
 
 @dataclass
-class Collect:
+class Collect(Stage):
     """Sink: keeps (seq, value) and writes them as JSON at teardown."""
 
     path: str
@@ -85,20 +86,20 @@ class Collect:
     stop_after: int = 0
     ready_dir: str = ""
 
-    def setup(self, ctx: StageContext) -> None:
+    def setup(self, ctx) -> None:
+        self.ctx = ctx
         self.rows: list[list[int]] = []
         if self.ready_dir:
             Path(self.ready_dir, f"{ctx.name}.tmp").write_text(str(os.getpid()))
 
-    def process(self, rec: Record, ctx: StageContext) -> None:
-        value = rec["mean"] if "mean" in rec.arrays else rec["i"]
-        self.rows.append([rec.seq, int(value[0])])
+    def process(self, frame, r: Faces) -> None:
+        self.rows.append([r.frame.seq, int(r.track_ids[0])])
         if self.ready_dir and len(self.rows) == 1:
-            os.replace(Path(self.ready_dir, f"{ctx.name}.tmp"), Path(self.ready_dir, ctx.name))
+            os.replace(Path(self.ready_dir, f"{self.ctx.name}.tmp"), Path(self.ready_dir, self.ctx.name))
         if self.delay:
             time.sleep(self.delay)
         if self.stop_after and len(self.rows) >= self.stop_after:
-            ctx.request_stop()
+            self.ctx.request_stop()
 
     def teardown(self) -> None:
         Path(self.path).write_text(json.dumps(self.rows))
@@ -107,11 +108,11 @@ class Collect:
 def three_stage(tmp: Path, n: int = 0, interval: float = 0.0, fail_at: int = -1, marker: str = "",
                 restarts: int = 0, stop_after: int = 0, ready_dir: str = "") -> Pipeline:
     p = Pipeline(grace=3.0)
-    p.ring("frames", slots=8, height=48, width=64)
+    p.ring(ring_name(0), slots=8, height=48, width=64)
     p.queue("announced", capacity=2, slot_bytes=4096)
     p.queue("means", capacity=2, slot_bytes=4096)
-    p.stage("source", CountSource(n, interval, ready_dir), outputs=["announced"], rings=["frames"])
-    p.stage("mean", MeanStage(fail_at, marker), inputs=["announced"], outputs=["means"], rings=["frames"],
+    p.stage("source", CountSource(n, interval, ready_dir), outputs=["announced"], rings=[ring_name(0)])
+    p.stage("mean", MeanStage(fail_at, marker), inputs=["announced"], outputs=["means"], rings=[ring_name(0)],
             restarts=restarts)
     p.stage("sink", Collect(str(tmp / "rows.json"), stop_after=stop_after, ready_dir=ready_dir), inputs=["means"])
     return p
@@ -205,9 +206,9 @@ def test_a_dead_stage_is_restarted_within_its_budget(tmp_path):
 @pytest.mark.timeout(120)
 def test_live_mode_drops_are_counted_exactly(tmp_path):
     p = Pipeline(grace=3.0)
-    p.ring("frames", slots=4, height=8, width=8)
+    p.ring(ring_name(0), slots=4, height=8, width=8)
     p.queue("live", capacity=2, slot_bytes=1024, policy="drop_oldest")
-    p.stage("source", CountSource(n=400), outputs=["live"], rings=["frames"])
+    p.stage("source", CountSource(n=400), outputs=["live"], rings=[ring_name(0)])
     p.stage("sink", Collect(str(tmp_path / "rows.json"), delay=0.002), inputs=["live"])
     result = p.run(timeout=90)
     assert result.reason == "finished"

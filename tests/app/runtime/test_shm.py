@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.runtime.shm import FrameRing, Record, RecordQueue, encoded_size
+from app.runtime.queue import RecordQueue
+from app.runtime.record import encoded_size
+from app.runtime.ring import FrameRing
+from tests.app.runtime.helpers import copy_frame, end, is_end, rec
 
 SPAWN = mp.get_context("spawn")
 
@@ -28,15 +31,13 @@ def test_ring_view_is_invalidated_when_the_writer_overwrites_the_slot():
         assert ring.write(frame, seq=0, ts=123.5, stream=2, index=7) == 0
         view = ring.view(0)
         assert np.array_equal(view, frame) and ring.still_valid(0)
-        info = ring.info(0)
-        assert (info.seq, info.ts, info.stream, info.index, info.shape) == (0, 123.5, 2, 7, (4, 6, 3))
         ring.write(frame + 1, seq=1, ts=0.0)
         ring.write(frame + 2, seq=2, ts=0.0)
         assert ring.still_valid(0)  # other slots do not disturb it
         ring.write(frame + 3, seq=3, ts=0.0)  # slot 0 again
         assert not ring.still_valid(0)
-        assert ring.view(0) is None and ring.copy(0) is None and ring.info(0) is None
-        assert np.array_equal(ring.copy(3), frame + 3) and ring.latest_seq() == 3
+        assert ring.view(0) is None and copy_frame(ring, 0) is None
+        assert np.array_equal(copy_frame(ring, 3), frame + 3)
 
 
 def test_ring_smaller_frames_and_attach_by_name():
@@ -46,7 +47,7 @@ def test_ring_smaller_frames_and_attach_by_name():
         other = FrameRing.attach(ring.name)  # geometry read back from the segment
         try:
             assert other.spec == ring.spec
-            assert np.array_equal(other.copy(10), small)
+            assert np.array_equal(copy_frame(other, 10), small)
         finally:
             other.close()
         with pytest.raises(ValueError, match="does not fit"):
@@ -64,7 +65,7 @@ def test_a_ring_with_more_slots_than_one_header_page_holds_keeps_each_frame_apar
             ring.write(np.full((4, 4, 3), seq, np.uint8), seq=seq, ts=float(seq))
         other = FrameRing.attach(ring.name)
         try:
-            assert [int(other.copy(seq)[0, 0, 0]) for seq in range(100)] == list(range(100))
+            assert [int(copy_frame(other, seq)[0, 0, 0]) for seq in range(100)] == list(range(100))
         finally:
             other.close()
         with pytest.raises(ValueError, match="1..1024 slots"):
@@ -72,7 +73,7 @@ def test_a_ring_with_more_slots_than_one_header_page_holds_keeps_each_frame_apar
     assert leftovers() == []
 
 
-def _hammer(spec, seconds: float, ready) -> None:
+def _hammer(spec, seconds: float, ready, latest) -> None:
     ring = FrameRing.attach(spec)
     frame = np.empty((spec.height, spec.width, 3), np.uint8)
     seq = 0
@@ -81,6 +82,7 @@ def _hammer(spec, seconds: float, ready) -> None:
     while time.monotonic() < end:
         frame.fill(seq % 251)
         ring.write(frame, seq, time.time(), stream=seq % 3)
+        latest.value = seq
         seq += 1
     ring.close()
 
@@ -89,15 +91,15 @@ def _hammer(spec, seconds: float, ready) -> None:
 @pytest.mark.timeout(60)
 def test_seqlock_reader_never_sees_pixels_that_disagree_with_the_header():
     ring = FrameRing.create(slots=3, height=240, width=320)
-    ready = SPAWN.Event()
-    writer = SPAWN.Process(target=_hammer, args=(ring.spec, 3.0, ready))
+    ready, written = SPAWN.Event(), SPAWN.Value("q", -1, lock=False)
+    writer = SPAWN.Process(target=_hammer, args=(ring.spec, 3.0, ready, written))
     writer.start()
     try:
         assert ready.wait(30)
         good = rejected = 0
         out = np.empty((240, 320, 3), np.uint8)
         while writer.is_alive():
-            latest = ring.latest_seq()
+            latest = written.value
             for seq in (latest, latest - 2):  # the newest, and the one the writer is about to overwrite
                 if seq < 0:
                     continue
@@ -109,7 +111,7 @@ def test_seqlock_reader_never_sees_pixels_that_disagree_with_the_header():
                         good += 1
                     else:
                         rejected += 1
-                copied = ring.copy(seq, out=out)
+                copied = copy_frame(ring, seq, out=out)
                 if copied is None:
                     rejected += 1
                 else:
@@ -128,93 +130,99 @@ def test_seqlock_reader_never_sees_pixels_that_disagree_with_the_header():
 
 # -- records -----------------------------------------------------------------------------------------------
 
-def test_records_round_trip_dtypes_shapes_and_meta():
+def test_records_round_trip_every_field_its_dtype_shape_and_the_header():
     rng = np.random.default_rng(0)
     arrays = {
         "boxes": rng.random((7, 4), dtype=np.float32),
-        "empty": np.zeros((0, 4), np.float32),
+        "scores": np.zeros(0, np.float32),
         "landmarks": rng.random((7, 5, 2)).astype(np.float16),
         "crops": rng.integers(0, 255, (3, 112, 112, 3), dtype=np.uint8),
-        "ids": np.array([-1, 5, 2**40], np.int64),
-        "mask": np.array([True, False, True]),
-        "scalar": np.float64(2.5),
-        "strided": np.arange(20, dtype=np.int32)[::3],
-        "big_endian": np.arange(4, dtype=">u2"),
+        "track_ids": np.array([-1, 5, 2**40], np.int64),
+        "query": np.arange(20, dtype=np.int32)[::3],
+        "embeddings": np.float64(2.5),
+        "similarities": np.arange(4, dtype=">u2"),
     }
-    meta = {"names": ["ada", "unknown"], "similarity": [0.5, None], "live": True}
-    rec = Record(seq=42, ts=1234.25, stream=3, index=99, arrays=arrays, meta=meta)
-    with RecordQueue.create(capacity=2, slot_bytes=encoded_size(rec)) as q:
-        assert q.put(rec)
+    texts = {"names": ["ada", "unknown"], "person_ids": ["p1", ""], "nearest": ["", "bob"]}
+    sent = rec(seq=42, ts=1234.25, stream=3, index=99, scene=4, removed=[7, 2**40], **arrays, **texts)
+    with RecordQueue.create(capacity=2, slot_bytes=encoded_size(sent)) as q:
+        assert q.put(sent)
         got = q.get(timeout=1)
-    assert (got.seq, got.ts, got.stream, got.index, got.is_end) == (42, 1234.25, 3, 99, False)
-    assert got.meta == meta
-    assert list(got.arrays) == list(arrays)
+    assert got.frame == sent.frame and not is_end(got)
+    assert (got.names, got.person_ids, got.nearest, got.removed) == (*texts.values(), [7, 2**40])
     for name, value in arrays.items():
         value = np.asarray(value)
-        assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
-        assert np.array_equal(got[name], value), name
+        assert getattr(got, name).dtype == value.dtype and getattr(got, name).shape == value.shape, name
+        assert np.array_equal(getattr(got, name), value), name
+
+
+def test_an_end_of_stream_carries_its_header():
+    with RecordQueue.create(capacity=2, slot_bytes=512) as q:
+        q.put(end(seq=5, ts=5.0, stream=7))
+        got = q.get(timeout=1)
+    assert is_end(got) and (got.frame.seq, got.frame.ts, got.frame.stream) == (5, 5.0, 7)
 
 
 def test_records_that_cannot_travel_are_refused():
     with RecordQueue.create(capacity=2, slot_bytes=1024) as q:
         with pytest.raises(ValueError, match="slot_bytes"):
-            q.put(Record(arrays={"x": np.zeros(1024, np.uint8)}))
+            q.put(rec(crops=np.zeros(1024, np.uint8)))
         with pytest.raises(TypeError, match="object"):
-            q.put(Record(arrays={"x": np.array([{}, 1], dtype=object)}))
+            q.put(rec(track_ids=np.array([{}, 1], dtype=object)))
         assert q.qsize() == 0
-        q.put_end()
-        assert q.get(timeout=1).is_end
+        q.put(end())
+        assert is_end(q.get(timeout=1))
 
 
 def test_drop_oldest_counts_every_drop_and_keeps_the_newest():
     with RecordQueue.create(capacity=4, slot_bytes=512, policy="drop_oldest") as q:
         for seq in range(10):
-            assert q.put(Record(seq=seq, arrays={"v": np.array([seq])}))
+            assert q.put(rec(seq=seq, track_ids=np.array([seq])))
         assert (q.qsize(), q.drops) == (4, 6)
-        assert [q.get(timeout=1).seq for _ in range(2)] == [6, 7]
+        assert [q.get(timeout=1).frame.seq for _ in range(2)] == [6, 7]
         for seq in (10, 11):
-            q.put(Record(seq=seq))
+            q.put(rec(seq=seq))
         assert q.drops == 6  # room was made by the reads: nothing more dropped
-        q.put(Record(seq=12))
+        q.put(rec(seq=12))
         assert q.drops == 7
         got = [q.get(timeout=1) for _ in range(4)]
-        assert [r.seq for r in got] == [9, 10, 11, 12] and got[0]["v"][0] == 9
+        assert [r.frame.seq for r in got] == [9, 10, 11, 12] and got[0].track_ids[0] == 9
         assert q.get(timeout=0.01) is None
 
 
 def test_block_mode_put_times_out_when_full_and_get_when_empty():
     with RecordQueue.create(capacity=2, slot_bytes=512, policy="block") as q:
         assert q.get(timeout=0.05) is None
-        assert q.put(Record(seq=0)) and q.put(Record(seq=1))
+        assert q.put(rec(seq=0)) and q.put(rec(seq=1))
         t0 = time.monotonic()
-        assert not q.put(Record(seq=2), timeout=0.2)
+        assert not q.put(rec(seq=2), timeout=0.2)
         assert 0.15 < time.monotonic() - t0 < 2.0
         assert q.drops == 0 and q.qsize() == 2
         # a blocked put proceeds as soon as a consumer makes room
         threading.Timer(0.2, q.get).start()
-        assert q.put(Record(seq=2), timeout=5)
-        assert [q.get(timeout=1).seq for _ in range(2)] == [1, 2]
+        assert q.put(rec(seq=2), timeout=5)
+        assert [q.get(timeout=1).frame.seq for _ in range(2)] == [1, 2]
 
 
-def _payload(seq: int) -> dict[str, np.ndarray]:
+def _payload(seq: int) -> dict:
     n = seq % 7
-    return {"boxes": np.full((n, 4), seq, np.float32), "emb": np.arange(n * 8, dtype=np.float32).reshape(n, 8) + seq,
-            "ids": np.arange(n, dtype=np.int64) * seq}
+    return {"boxes": np.full((n, 4), seq, np.float32),
+            "embeddings": np.arange(n * 8, dtype=np.float32).reshape(n, 8) + seq,
+            "track_ids": np.arange(n, dtype=np.int64) * seq, "names": [str(seq)]}
 
 
 def _check_consumer(inbox_spec, reply_spec) -> None:
     inbox, reply = RecordQueue.attach(inbox_spec), RecordQueue.attach(reply_spec)
     seqs, bad = [], []
     while True:
-        rec = inbox.get(timeout=30)
-        if rec is None or rec.is_end:
+        r = inbox.get(timeout=30)
+        if r is None or is_end(r):
             break
-        seqs.append(rec.seq)
-        want = _payload(rec.seq)
-        if rec.meta != {"seq": rec.seq} or set(rec.arrays) != set(want) or not all(
-                rec[k].dtype == v.dtype and np.array_equal(rec[k], v) for k, v in want.items()):
-            bad.append(rec.seq)
-    reply.put(Record(arrays={"seqs": np.array(seqs, np.int64), "bad": np.array(bad, np.int64)}))
+        seqs.append(r.frame.seq)
+        want = _payload(r.frame.seq)
+        if r.names != want.pop("names") or r.crops is not None or not all(
+                getattr(r, k).dtype == v.dtype and np.array_equal(getattr(r, k), v) for k, v in want.items()):
+            bad.append(r.frame.seq)
+    reply.put(rec(track_ids=np.array(seqs, np.int64), query=np.array(bad, np.int64)))
     inbox.close()
     reply.close()
 
@@ -228,13 +236,13 @@ def test_block_mode_loses_nothing_across_processes():
     consumer.start()
     try:
         for seq in range(1000):
-            assert inbox.put(Record(seq=seq, ts=time.time(), arrays=_payload(seq), meta={"seq": seq}), timeout=30)
-        inbox.put_end(timeout=30)
+            assert inbox.put(rec(seq=seq, ts=time.time(), **_payload(seq)), timeout=30)
+        inbox.put(end(), timeout=30)
         summary = reply.get(timeout=60)
         consumer.join(30)
         assert summary is not None and consumer.exitcode == 0
-        assert summary["seqs"].tolist() == list(range(1000))
-        assert summary["bad"].tolist() == []
+        assert summary.track_ids.tolist() == list(range(1000))
+        assert summary.query.tolist() == []
         assert inbox.drops == 0
     finally:
         if consumer.is_alive():
@@ -247,8 +255,8 @@ def test_block_mode_loses_nothing_across_processes():
 def _producer(spec, stream: int, n: int) -> None:
     q = RecordQueue.attach(spec)
     for i in range(n):
-        q.put(Record(seq=i, stream=stream, arrays={"v": np.array([stream, i])}))
-    q.put(Record.end(stream=stream))
+        q.put(rec(seq=i, stream=stream, track_ids=np.array([stream, i])))
+    q.put(end(stream=stream))
     q.close()
 
 
@@ -263,13 +271,13 @@ def test_several_producers_share_one_queue_in_order_per_producer():
         got: dict[int, list[int]] = {1: [], 2: []}
         ends = 0
         while ends < 2:
-            rec = q.get(timeout=30)
-            assert rec is not None
-            if rec.is_end:
+            r = q.get(timeout=30)
+            assert r is not None
+            if is_end(r):
                 ends += 1
                 continue
-            assert rec["v"].tolist() == [rec.stream, rec.seq]
-            got[rec.stream].append(rec.seq)
+            assert r.track_ids.tolist() == [r.frame.stream, r.frame.seq]
+            got[r.frame.stream].append(r.frame.seq)
         assert got == {1: list(range(300)), 2: list(range(300))}
     finally:
         for p in procs:
@@ -285,15 +293,15 @@ def _echo_frames(ring_spec, inbox_spec, reply_spec) -> None:
     ring, inbox, reply = FrameRing.attach(ring_spec), RecordQueue.attach(inbox_spec), RecordQueue.attach(reply_spec)
     n = stale = 0
     while True:
-        rec = inbox.get(timeout=30)
-        if rec is None or rec.is_end:
+        r = inbox.get(timeout=30)
+        if r is None or is_end(r):
             break
-        if "frame" in rec.meta:
-            view = ring.view(rec.seq)
-            if view is None or not ring.still_valid(rec.seq):
+        if r.frame.index:  # a frame's record: its pixels are looked up
+            view = ring.view(r.frame.seq)
+            if view is None or not ring.still_valid(r.frame.seq):
                 stale += 1
         n += 1
-    reply.put(Record(arrays={"n": np.array([n, stale])}))
+    reply.put(rec(track_ids=np.array([n, stale])))
     for seg in (ring, inbox, reply):
         seg.close()
 
@@ -308,26 +316,26 @@ def test_throughput_of_a_spawned_pair():
     peer.start()
     try:
         small = {"boxes": np.zeros((8, 4), np.float32), "landmarks": np.zeros((8, 5, 2), np.float32),
-                 "emb": np.zeros((2, 512), np.float32)}  # ~4.5 KB
-        inbox.put(Record(seq=-1), timeout=60)  # wait for the peer to be up
+                 "embeddings": np.zeros((2, 512), np.float32)}  # ~4.5 KB
+        inbox.put(rec(seq=-1), timeout=60)  # wait for the peer to be up
         n_rec = 20000
         t0 = time.perf_counter()
         for i in range(n_rec):
-            inbox.put(Record(seq=i, arrays=small), timeout=30)
+            inbox.put(rec(seq=i, **small), timeout=30)
         records_s = n_rec / (time.perf_counter() - t0)
         frame = np.random.default_rng(0).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
         n_frames = 300
         t0 = time.perf_counter()
         for i in range(n_frames):
             ring.write(frame, i, time.time())
-            inbox.put(Record(seq=i, meta={"frame": 1}), timeout=30)
+            inbox.put(rec(seq=i, index=1), timeout=30)
         frames_s = n_frames / (time.perf_counter() - t0)
-        inbox.put_end(timeout=30)
+        inbox.put(end(), timeout=30)
         summary = reply.get(timeout=60)
         peer.join(30)
         print(f"\nrecords (~4.5 KB) through a spawned pair: {records_s:,.0f}/s; "
-              f"1080p frames written + announced: {frames_s:,.0f}/s; stale at reader: {summary['n'][1]}")
-        assert summary["n"][0] == n_rec + n_frames + 1
+              f"1080p frames written + announced: {frames_s:,.0f}/s; stale at reader: {summary.track_ids[1]}")
+        assert summary.track_ids[0] == n_rec + n_frames + 1
         assert records_s > 2000 and frames_s > 30
     finally:
         if peer.is_alive():

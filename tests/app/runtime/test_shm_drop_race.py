@@ -23,8 +23,10 @@ import time
 import numpy as np
 import pytest
 
-from app.runtime import shm
-from app.runtime.shm import Record, RecordQueue
+from app.runtime import queue, record
+from app.runtime.queue import RecordQueue
+from app.types import Faces, FrameRef
+from tests.app.runtime.helpers import end, is_end
 from tests.app.runtime.test_shm_recovery import _fork_and_stop, drain, intact, leftovers, rec
 
 SPAWN = mp.get_context("spawn")
@@ -34,14 +36,14 @@ class PausedGet:
     """``q.get()`` in a thread that stops at ``where`` and waits there until ``resume()``:
 
     ``taken``: right after the critical section in which it took a record (the inner lock is released);
-    ``decoding``: at the call of ``_decode``; ``copying``: at the first line of ``_decode`` that copies an
-    array out of the slot (its header, descriptor and meta have been read).
+    ``decoding``: at the call of the queue's ``_decode``; ``copying``: at the first line of ``record.decode`` that
+    copies an array out of the slot (its header, descriptor and text have been read).
     """
 
     def __init__(self, q: RecordQueue, where: str) -> None:
         self.q, self.where = q, where
         self.reached, self.go = threading.Event(), threading.Event()
-        self.result: list[Record | None] = []
+        self.result: list = []
         self.error: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self._unlock = q._unlock
@@ -52,12 +54,12 @@ class PausedGet:
             self.go.wait(20)
 
     def _tracer(self, frame, event, arg):
-        if frame.f_code.co_filename != shm.__file__ or frame.f_code.co_name != "_decode":
-            return None
+        code = frame.f_code
         if self.where == "decoding":
-            self._stop_here()
+            if code.co_filename == queue.__file__ and code.co_name == "_decode":
+                self._stop_here()
             return None
-        return self._line
+        return self._line if code.co_filename == record.__file__ and code.co_name == "decode" else None
 
     def _line(self, frame, event, arg):
         if event == "line" and "buffer=buf" in linecache.getline(frame.f_code.co_filename, frame.f_lineno):
@@ -91,7 +93,7 @@ class PausedGet:
         assert not self.result and not self.error, f"the consumer never stopped at {self.where}: {self.error}"
         return self
 
-    def resume(self) -> Record | None:
+    def resume(self) -> Faces | None:
         self.go.set()
         self.thread.join(10)
         assert not self.thread.is_alive(), "the consumer is stuck"
@@ -101,8 +103,8 @@ class PausedGet:
         return self.result[0]
 
 
-def in_order_and_intact(got: list[Record]) -> None:
-    seqs = [r.seq for r in got]
+def in_order_and_intact(got: list[Faces]) -> None:
+    seqs = [r.frame.seq for r in got]
     assert all(map(intact, got)), f"torn record among {seqs}"
     assert all(a < b for a, b in zip(seqs, seqs[1:])), f"not strictly increasing: {seqs}"
 
@@ -127,7 +129,7 @@ def test_a_record_overwritten_while_its_consumer_reads_it_is_dropped_never_deliv
         got = [first, *drain(q)]
         in_order_and_intact(got)
         want = [0, 1, 2] if more == 1 else [more, more + 1]  # record 0 survives only if its slot was not reused
-        assert [r.seq for r in got] == want
+        assert [r.frame.seq for r in got] == want
         assert q.drops == 2 + more - len(got)  # every record put is delivered or counted as dropped
         assert q.overwritten == (0 if more == 1 else 1) and q.qsize() == 0
 
@@ -137,34 +139,35 @@ def test_an_end_taken_by_the_consumer_survives_the_overwrite_of_its_slot():
     """Two producers on one queue: one has ended, the other goes on; its puts must not cost the consumer the
     end-of-stream it has already taken (the stage would wait for it for ever)."""
     with RecordQueue.create(capacity=2, slot_bytes=1024, policy="drop_oldest") as q:
-        q.put(Record.end(seq=5, ts=5.0, stream=7))
+        q.put(end(seq=5, ts=5.0, stream=7))
         q.put(rec(1))
         consumer = PausedGet(q, "taken").start()
         q.put(rec(2))
         q.put(rec(3))  # into the end's slot
         first = consumer.resume()
-        assert first is not None and first.is_end and (first.seq, first.ts, first.stream) == (5, 5.0, 7)
+        assert first is not None and is_end(first)
+        assert (first.frame.seq, first.frame.ts, first.frame.stream) == (5, 5.0, 7)
         got = drain(q)
         in_order_and_intact(got)
-        assert [r.seq for r in got] == [2, 3] and q.drops == 1
+        assert [r.frame.seq for r in got] == [2, 3] and q.drops == 1
 
 
 @pytest.mark.timeout(30)
 def test_an_end_at_the_head_of_a_full_drop_oldest_queue_is_never_dropped():
     with RecordQueue.create(capacity=2, slot_bytes=1024, policy="drop_oldest") as q:
         q.put(rec(0))
-        q.put(Record.end(stream=1))
+        q.put(end(stream=1))
         q.put(rec(2))  # drops record 0
         assert q.drops == 1
         q.put(rec(3))  # the oldest is the end: it is set aside, not dropped
         q.put(rec(4))  # drops record 2
         assert q.drops == 2 and q.qsize() == 3  # the end set aside still counts as queued
         got = drain(q)
-        assert got[0].is_end  # first: everything older than it is gone
+        assert is_end(got[0])  # first: everything older than it is gone
         in_order_and_intact(got[1:])
-        assert [r.seq for r in got[1:]] == [3, 4] and q.qsize() == 0 and q.drops == 2
-        q.put_end()
-        assert q.get(timeout=1).is_end and q.get(timeout=0) is None
+        assert [r.frame.seq for r in got[1:]] == [3, 4] and q.qsize() == 0 and q.drops == 2
+        q.put(end())
+        assert is_end(q.get(timeout=1)) and q.get(timeout=0) is None
 
 
 @pytest.mark.timeout(30)
@@ -179,7 +182,7 @@ def test_block_queues_keep_every_record_a_paused_consumer_holds():
         first = consumer.resume()
         got = [first, *drain(q)]
         in_order_and_intact(got)
-        assert [r.seq for r in got] == [0, 1, 2] and q.drops == 0 and q.overwritten == 0
+        assert [r.frame.seq for r in got] == [0, 1, 2] and q.drops == 0 and q.overwritten == 0
 
 
 # -- a producer killed while it overwrites the slot being read ------------------------------------------------
@@ -193,7 +196,7 @@ def _free_put_lock(q: RecordQueue) -> None:
         lock.release()
 
 
-@pytest.mark.skipif(shm._MUTEX is None or not hasattr(os, "fork"), reason="needs a robust mutex and fork")
+@pytest.mark.skipif(queue._MUTEX is None or not hasattr(os, "fork"), reason="needs a robust mutex and fork")
 @pytest.mark.timeout(120)
 def test_a_producer_killed_at_every_line_of_an_overwrite_never_hands_the_reader_a_torn_record():
     """The consumer stops in the middle of copying record 0 out; record 2 is put; a forked producer runs
@@ -233,10 +236,10 @@ def test_a_producer_killed_at_every_line_of_an_overwrite_never_hands_the_reader_
             first = consumer.resume()
             got = ([] if first is None else [first]) + drain(q)
             in_order_and_intact(got)
-            outcome = (tuple(r.seq for r in got), q.drops)
+            outcome = (tuple(r.frame.seq for r in got), q.drops)
             assert outcome in outcomes, f"line {stop_at}: the consumer got {outcome}"
             seen.add(outcome)
-            assert q.put(rec(9), timeout=1) and q.get(timeout=1).seq == 9 and q.qsize() == 0
+            assert q.put(rec(9), timeout=1) and q.get(timeout=1).frame.seq == 9 and q.qsize() == 0
         finally:
             q.close()
     assert seen == outcomes  # the kills landed before, during and after the overwrite
@@ -254,9 +257,8 @@ def _produce(spec, stream: int, n: int, ready) -> None:
     q = RecordQueue.attach(spec)
     ready.wait(30)
     for seq in range(n):
-        q.put(Record(seq=seq, ts=float(seq), stream=stream, arrays={"v": payload(stream, seq)},
-                     meta={"seq": seq, "stream": stream}))
-    q.put(Record.end(stream=stream))
+        q.put(Faces(track_ids=payload(stream, seq), names=[f"{stream}:{seq}"], frame=FrameRef(seq, float(seq), stream)))
+    q.put(end(stream=stream))
     q.close()
 
 
@@ -270,7 +272,7 @@ def test_fast_producers_and_a_slow_consumer_only_ever_deliver_intact_records_in_
     rng = random.Random(11)
 
     def slow_reads(frame, event, arg):  # now and then the consumer is held up in the middle of a read
-        if frame.f_code.co_filename == shm.__file__ and frame.f_code.co_name == "_decode":
+        if frame.f_code.co_filename == record.__file__ and frame.f_code.co_name == "decode":
             return slow_lines
         return None
 
@@ -292,14 +294,15 @@ def test_fast_producers_and_a_slow_consumer_only_ever_deliver_intact_records_in_
                 r = q.get(timeout=5)
                 if r is None:
                     break
-                if r.is_end:
+                if is_end(r):
                     ends.append(r)
                     continue
-                if not (r.stream in got and r.meta == {"seq": r.seq, "stream": r.stream} and r.ts == float(r.seq)
-                        and np.array_equal(r["v"], payload(r.stream, r.seq))):
-                    bad.append((r.stream, r.seq))
+                f = r.frame
+                if not (f.stream in got and r.names == [f"{f.stream}:{f.seq}"] and f.ts == float(f.seq)
+                        and np.array_equal(r.track_ids, payload(f.stream, f.seq))):
+                    bad.append((f.stream, f.seq))
                     continue
-                got[r.stream].append(r.seq)
+                got[f.stream].append(f.seq)
         finally:
             sys.settrace(None)
         for p in procs:

@@ -1,7 +1,8 @@
 """A process killed while it holds a record queue's inner lock must not take its peers down.
 
 The headline tests spawn a real peer and SIGKILL it; the crash-point matrix forks a peer that runs a real
-put / get under a line tracer, stops it before each line of ``app/runtime/shm.py`` the operation executes in
+put / get under a line tracer, stops it before each line of the queue's code (``app/runtime/queue.py``,
+``record.py``, ``mutex.py``) the operation executes in
 turn, SIGKILLs it there and checks what the survivor sees: bounded recovery, FIFO, no torn record, exact drops.
 """
 
@@ -20,31 +21,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.runtime import shm
-from app.runtime.shm import QueueBroken, Record, RecordQueue
+from app.runtime import mutex, queue, record
+from app.runtime.queue import QueueBroken, RecordQueue
+from app.types import Faces, FrameRef
+from tests.app.runtime.helpers import end, is_end
 
 SPAWN = mp.get_context("spawn")
 RECOVERY_BOUND = 3.0  # seconds from the kill until the survivor's put/get has gone through
 
-pytestmark = pytest.mark.skipif(shm._MUTEX is None, reason="no robust pthread mutex on this platform")
+pytestmark = pytest.mark.skipif(queue._MUTEX is None, reason="no robust pthread mutex on this platform")
 
 
 def leftovers() -> list[str]:
     return sorted(p.name for p in Path("/dev/shm").glob(f"fs_{os.getpid()}_*"))
 
 
-def rec(seq: int) -> Record:
+#: the files of the queue's code: a line traced in any of them is a crash point
+QUEUE_FILES = {queue.__file__, record.__file__, mutex.__file__}
+
+
+def rec(seq: int) -> Faces:
     """A record whose every part says ``seq``: a torn one (header of one record, data of another) shows."""
-    return Record(seq=seq, ts=float(seq), arrays={"v": np.full(16 + seq % 50, seq, np.int64)}, meta={"seq": seq})
+    return Faces(track_ids=np.full(16 + seq % 50, seq, np.int64), names=[str(seq)], frame=FrameRef(seq, float(seq)))
 
 
-def intact(r: Record) -> bool:
-    v = r.arrays.get("v")
-    return (r.meta == {"seq": r.seq} and r.ts == float(r.seq) and v is not None and v.shape == (16 + r.seq % 50,)
-            and bool((v == r.seq).all()))
+def intact(r: Faces) -> bool:
+    v, seq = r.track_ids, r.frame.seq
+    return (r.names == [str(seq)] and r.frame.ts == float(seq) and v is not None and v.shape == (16 + seq % 50,)
+            and bool((v == seq).all()))
 
 
-def drain(q: RecordQueue) -> list[Record]:
+def drain(q: RecordQueue) -> list:
     got = []
     while (r := q.get(timeout=0)) is not None:
         got.append(r)
@@ -100,7 +107,7 @@ def test_peer_killed_holding_the_inner_lock_is_recovered_by_a_waiting_consumer()
         assert q.recoveries == 1
         assert q.put(rec(3), timeout=1) and q.put(rec(4), timeout=1)
         got = [first, *drain(q)]
-        assert [r.seq for r in got] == [0, 1, 2, 3, 4] and all(map(intact, got))
+        assert [r.frame.seq for r in got] == [0, 1, 2, 3, 4] and all(map(intact, got))
         assert q.qsize() == 0 and q.drops == 0
     finally:
         if holder is not None and holder.is_alive():
@@ -111,7 +118,7 @@ def test_peer_killed_holding_the_inner_lock_is_recovered_by_a_waiting_consumer()
 
 @pytest.mark.timeout(60)
 def test_a_live_holder_still_breaks_the_queue_after_the_timeout(monkeypatch):
-    monkeypatch.setattr(shm, "_LOCK_TIMEOUT", 0.5)
+    monkeypatch.setattr(queue, "_LOCK_TIMEOUT", 0.5)
     q = RecordQueue.create(capacity=2, slot_bytes=1024, policy="drop_oldest")
     holder = None
     try:
@@ -129,7 +136,7 @@ def test_a_live_holder_still_breaks_the_queue_after_the_timeout(monkeypatch):
         assert q.put(rec(1))
         assert time.monotonic() - t0 < RECOVERY_BOUND and q.recoveries == 1
         got = drain(q)
-        assert [r.seq for r in got] == [0, 1] and all(map(intact, got)) and q.drops == 0
+        assert [r.frame.seq for r in got] == [0, 1] and all(map(intact, got)) and q.drops == 0
     finally:
         if holder is not None and holder.is_alive():
             holder.kill()
@@ -140,7 +147,8 @@ def test_a_live_holder_still_breaks_the_queue_after_the_timeout(monkeypatch):
 # -- every crash point of a real put / get ---------------------------------------------------------------------
 
 def _run_stopping_at_line(q: RecordQueue, op, stop_at: int, w: int) -> None:
-    """(In a forked child.) Run ``op(q)``; before the ``stop_at``-th line of shm.py it executes, report and hang."""
+    """(In a forked child.) Run ``op(q)``; before the ``stop_at``-th line of the queue's code it executes, report
+    and hang."""
     lines = 0
 
     def local(frame, event, arg):
@@ -152,7 +160,7 @@ def _run_stopping_at_line(q: RecordQueue, op, stop_at: int, w: int) -> None:
                 time.sleep(60)
         return local
 
-    sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename == shm.__file__ else None)
+    sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename in QUEUE_FILES else None)
     op(q)
     sys.settrace(None)
     os.write(w, f"done {lines}".encode())
@@ -205,7 +213,7 @@ def _fresh_queue(policy: str, queued: list[int]) -> RecordQueue:
         q.put(rec(seq))
         q.get()
     for seq in queued:
-        q.put(Record.end() if seq == "end" else rec(seq))
+        q.put(end() if seq == "end" else rec(seq))
     return q
 
 
@@ -233,12 +241,12 @@ def test_peer_killed_at_every_line_of_an_operation_leaves_a_consistent_queue(sce
             t0 = time.monotonic()
             got = drain(q)
             slowest = max(slowest, time.monotonic() - t0)
-            outcome = (tuple("end" if r.is_end else r.seq for r in got), q.drops)
-            assert all(intact(r) for r in got if not r.is_end), f"line {stop_at}: torn record in {outcome}"
+            outcome = (tuple("end" if is_end(r) else r.frame.seq for r in got), q.drops)
+            assert all(intact(r) for r in got if not is_end(r)), f"line {stop_at}: torn record in {outcome}"
             assert outcome in outcomes, f"line {stop_at}: the survivor got {outcome}"
             seen.add(outcome)
             recovered += q.recoveries
-            assert q.put(rec(9), timeout=1) and q.get(timeout=1).seq == 9 and q.qsize() == 0
+            assert q.put(rec(9), timeout=1) and q.get(timeout=1).frame.seq == 9 and q.qsize() == 0
         finally:
             q.close()
     assert seen == outcomes  # the kills landed before, inside and after every phase of the operation
@@ -257,30 +265,30 @@ def test_recovery_finishes_a_journaled_drop_and_ignores_an_unmarked_one():
 
             def die_mid_drop(q=q, mark=mark) -> None:
                 q._acquire()
-                q._h[shm._Q_J_TAIL], q._h[shm._Q_J_DROPS] = 1, 1
-                q._h[shm._Q_JOURNAL] = mark
+                q._h[queue._Q_J_TAIL], q._h[queue._Q_J_DROPS] = 1, 1
+                q._h[queue._Q_JOURNAL] = mark
 
             t = threading.Thread(target=die_mid_drop)
             t.start()
             t.join(5)
             got = drain(q)
-            assert ([r.seq for r in got], q.drops) == want and q.recoveries == 1
+            assert ([r.frame.seq for r in got], q.drops) == want and q.recoveries == 1
 
 
 @pytest.mark.timeout(30)
 def test_without_a_robust_mutex_the_queue_falls_back_to_a_multiprocessing_lock(monkeypatch):
-    monkeypatch.setattr(shm, "_MUTEX", None)
-    monkeypatch.setattr(shm, "_LOCK_TIMEOUT", 0.2)
+    monkeypatch.setattr(queue, "_MUTEX", None)
+    monkeypatch.setattr(queue, "_LOCK_TIMEOUT", 0.2)
     with RecordQueue.create(capacity=2, slot_bytes=1024, policy="drop_oldest") as q:
         assert q.spec.lock is not None
         for seq in range(3):
             assert q.put(rec(seq))
-        assert [r.seq for r in drain(q)] == [1, 2] and q.drops == 1
+        assert [r.frame.seq for r in drain(q)] == [1, 2] and q.drops == 1
         assert q.spec.lock.acquire(False)  # a holder that never lets go: no way to tell it died
         with pytest.raises(QueueBroken, match="held for 0.2 s"):
             q.put(rec(3))
         q.spec.lock.release()
-        assert q.put(rec(3)) and q.get(timeout=1).seq == 3
+        assert q.put(rec(3)) and q.get(timeout=1).frame.seq == 3
 
 
 # -- a producer killed again and again at random moments -------------------------------------------------------
@@ -291,8 +299,14 @@ def _produce_forever(spec, base: int) -> None:
     seq = base
     while True:
         n = int(rng.integers(1, 6000))
-        q.put(Record(seq=seq, arrays={"v": np.full(n, seq, np.int64)}, meta={"seq": seq, "n": n}))
+        q.put(Faces(track_ids=np.full(n, seq, np.int64), names=[str(seq), str(n)], frame=FrameRef(seq)))
         seq += 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def whole(r: Faces) -> bool:
+    return r.names == [str(r.frame.seq), str(r.track_ids.size)] and bool((r.track_ids == r.frame.seq).all())
 
 
 @pytest.mark.slow
@@ -312,8 +326,8 @@ def test_producer_killed_at_random_moments_never_costs_more_than_its_record_in_f
             kill_at = time.monotonic() + rng.uniform(0.05, 0.5)
             r = first
             while True:
-                assert r.meta == {"seq": r.seq, "n": r["v"].size} and bool((r["v"] == r.seq).all()), "torn record"
-                seqs.append(r.seq)
+                assert whole(r), "torn record"
+                seqs.append(r.frame.seq)
                 if time.monotonic() >= kill_at:
                     break
                 r = q.get(timeout=10)
@@ -325,8 +339,8 @@ def test_producer_killed_at_random_moments_never_costs_more_than_its_record_in_f
             rest = drain(q)
             assert time.monotonic() - t0 < RECOVERY_BOUND
             for r in rest:
-                assert r.meta == {"seq": r.seq, "n": r["v"].size} and bool((r["v"] == r.seq).all()), "torn record"
-            seqs += [r.seq for r in rest]
+                assert whole(r), "torn record"
+            seqs += [r.frame.seq for r in rest]
             assert seqs == list(range(base, base + len(seqs)))  # FIFO, nothing lost but the record in flight
             total += len(seqs)
         assert total > rounds * 10

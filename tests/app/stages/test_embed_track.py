@@ -10,7 +10,7 @@ from app.settings import Settings
 from app.stages.align import Align
 from app.stages.detect import Detect
 from app.stages.embed_track import EmbedTrack
-from app.types import Faces
+from app.types import Faces, FrameRef
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +79,14 @@ def test_a_batch_of_two_streams_equals_two_separate_calls(checkpoint_dir, obama)
     assert calls == [2, 2, 2]  # one embedder call per batch, both streams' faces in it
 
 
-class _Queue:
+class _Ctx:
+    """As much of a stage's context as embed+track uses: how many records wait at its input."""
+
     def __init__(self) -> None:
         self.waiting = 0
 
-    def qsize(self) -> int:
+    def pending(self) -> int:
         return self.waiting
-
-
-class _Ctx:
-    def __init__(self) -> None:
-        self.inputs = {"crops": _Queue()}
 
 
 def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(checkpoint_dir, obama,
@@ -98,42 +95,41 @@ def test_a_batch_is_held_back_only_while_the_next_is_queued_and_nothing_is_lost(
     before, finishes at once when nothing else is queued, and its end-of-stream ``finish`` hands on what it
     holds. The records that come out are the same, in the same order, as one batch at a time. On a CPU
     (nothing runs in the background) it never holds a batch."""
-    from app.runtime.shm import Record
-    from app.runtime.stages import EmbedTrackStage
+    from app.stages.embed_track import EmbedTrackStage
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=1)
     stage = EmbedTrackStage(settings, {0: 30.0})
     stage.embed = EmbedTrack(settings)
     reference = EmbedTrack(settings)
-    ctx = _Ctx()
+    ctx = stage.ctx = _Ctx()
 
-    def recs(first: int, n: int) -> list[Record]:
-        return [Record(seq=i, ts=0.0, stream=0, index=i, arrays={**faces.arrays(), "crops": crops})
-                for i in range(first, first + n)]
+    def recs(first: int, n: int) -> tuple[list, list[Faces]]:
+        return [None] * n, [Faces(faces.boxes, faces.scores, faces.landmarks, crops=crops, frame=FrameRef(i, 0.0, 0, i))
+                            for i in range(first, first + n)]
 
-    ctx.inputs["crops"].waiting = 3
-    assert not stage.embed.overlaps and [r.seq for r in stage.process_batch(recs(0, 2), ctx)] == [0, 1]
+    ctx.waiting = 3
+    assert not stage.embed.overlaps and [r.frame.seq for r in stage.process_batch(*recs(0, 2))] == [0, 1]
     stage.embed, reference = EmbedTrack(settings), EmbedTrack(settings)
     monkeypatch.setattr(EmbedTrack, "overlaps", property(lambda self: True))  # as the GPU adapter
 
-    ctx.inputs["crops"].waiting = 3  # more queued: this batch is held
-    assert stage.process_batch(recs(0, 2), ctx) == []
-    out = stage.process_batch(recs(2, 2), ctx)  # still more queued: the first batch comes out
-    assert [r.seq for r in out] == [0, 1]
-    ctx.inputs["crops"].waiting = 0  # nothing queued: the held batch and this one both come out
-    out += stage.process_batch(recs(4, 1), ctx)
-    assert [r.seq for r in out] == [0, 1, 2, 3, 4] and stage.finish(ctx) == []
-    ctx.inputs["crops"].waiting = 1
-    assert stage.process_batch(recs(5, 1), ctx) == []
-    out += stage.finish(ctx)  # end of stream
-    assert [r.seq for r in out] == [0, 1, 2, 3, 4, 5]
+    ctx.waiting = 3  # more queued: this batch is held
+    assert stage.process_batch(*recs(0, 2)) == []
+    out = stage.process_batch(*recs(2, 2))  # still more queued: the first batch comes out
+    assert [r.frame.seq for r in out] == [0, 1]
+    ctx.waiting = 0  # nothing queued: the held batch and this one both come out
+    out += stage.process_batch(*recs(4, 1))
+    assert [r.frame.seq for r in out] == [0, 1, 2, 3, 4] and stage.finish() == []
+    ctx.waiting = 1
+    assert stage.process_batch(*recs(5, 1)) == []
+    out += stage.finish()  # end of stream
+    assert [r.frame.seq for r in out] == [0, 1, 2, 3, 4, 5]
     want = reference.batch([(faces, crops, 0, i) for i in range(2)])
     want += reference.batch([(faces, crops, 0, i) for i in range(2, 4)])
     want += reference.batch([(faces, crops, 0, 4)]) + reference.batch([(faces, crops, 0, 5)])
     for rec, w in zip(out, want):
-        assert np.array_equal(rec.arrays["track_ids"], w.track_ids)
-        np.testing.assert_allclose(rec.arrays["embeddings"], w.embeddings, atol=1e-5)
+        assert np.array_equal(rec.track_ids, w.track_ids)
+        np.testing.assert_allclose(rec.embeddings, w.embeddings, atol=1e-5)
 
 
 # -- a name only on the face it was confirmed for ---------------------------------------------------------
@@ -160,7 +156,7 @@ def gallery_of_obama(tmp_path, checkpoint_dir, obama):
 
 
 def with_scene(faces: Faces, scene: int) -> Faces:
-    return Faces(faces.boxes, faces.scores, faces.landmarks, scene=scene)
+    return Faces(faces.boxes, faces.scores, faces.landmarks, frame=FrameRef(scene=scene))
 
 
 def test_a_cut_with_the_new_face_in_the_old_box_ends_the_name_even_when_the_track_is_not_due(
@@ -219,28 +215,31 @@ def test_a_box_that_jumps_is_embedded_out_of_turn_and_keeps_its_id_when_the_face
     assert sum(calls) == embedded + 1
 
 
-def test_the_scene_counter_travels_from_capture_through_the_gpu_detect_and_align_records(checkpoint_dir, obama,
+def test_the_scene_counter_travels_in_the_frame_header_through_the_queues_to_embed_track(checkpoint_dir, obama,
                                                                                         biden_crops):
-    """Capture's record carries the counter; detect builds its faces anew (on a GPU with the crops), align passes
-    such a record on; embed+track still sees the cut: a new id at once, the old one reported removed."""
-    from app.runtime.shm import Record
-    from app.runtime.stages import AlignStage, EmbedTrackStage, faces_record
+    """Capture's header carries the counter; detect builds its faces anew on that header (on a GPU with the
+    crops); through the queues' byte form embed+track still sees the cut: a new id at once, the old one in the
+    record's ``removed`` field."""
+    from app.runtime.queue import RecordQueue
+    from app.stages.embed_track import EmbedTrackStage
 
     faces, crops = obama
     settings = Settings(checkpoint_dir=str(checkpoint_dir), embed_interval=3)
     stage = EmbedTrackStage(settings, {0: 30.0})
     stage.embed = EmbedTrack(settings)
-    ctx = _Ctx()
+    stage.ctx = _Ctx()
     ids, removed = [], []
-    for i in range(6):
-        scene, face = (0, crops) if i < 4 else (1, biden_crops)
-        captured = Record(seq=i, ts=0.0, stream=0, index=i, arrays={"scene": np.array([scene], np.int64)})
-        detected = faces_record(captured, Faces(faces.boxes, faces.scores, faces.landmarks), crops=face)
-        aligned = AlignStage(settings).process(detected, ctx)
-        (out,) = stage.process_batch([aligned], ctx)
-        assert out.arrays["scene"].tolist() == [scene]
-        ids.append(int(out.arrays["track_ids"][0]))
-        removed.append(out.meta["removed"])
+    with RecordQueue.create(capacity=2, slot_bytes=1 << 20) as q:
+        for i in range(6):
+            scene, face = (0, crops) if i < 4 else (1, biden_crops)
+            captured = Faces(frame=FrameRef(i, 0.0, 0, i, scene))
+            q.put(Faces(faces.boxes, faces.scores, faces.landmarks, crops=face, frame=captured.frame))
+            (out,) = stage.process_batch([None], [q.get(timeout=1)])
+            q.put(out)
+            out = q.get(timeout=1)
+            assert out.frame == captured.frame
+            ids.append(int(out.track_ids[0]))
+            removed.append(out.removed)
     assert ids[:4] == [ids[0]] * 4 and ids[4] == ids[5] != ids[0]
     assert removed[4] == [ids[0]] and removed[5] == []
 

@@ -1,11 +1,13 @@
 """Identify against the real embedded gallery: votes name tracks; strangers are never enrolled."""
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from app.gallery import open_gallery
 from app.settings import Settings
 from app.stages.identify import Identify
-from app.types import Faces
+from app.types import Faces, FrameRef
 
 
 def unit(seed):
@@ -72,16 +74,18 @@ def test_a_removed_track_loses_its_name():
 def test_the_identify_stage_hands_on_names_without_the_embeddings(tmp_path):
     """After a scene cut every face is queried at once: the record to the display must stay the size of names and
     boxes (64 faces' embeddings would overflow its queue slot)."""
-    from app.runtime.shm import Record
-    from app.runtime.stages import IdentifyStage
+    from app.runtime.record import encoded_size
+    from app.stages.identify import IdentifyStage
 
     stage = IdentifyStage(Settings.load(None, environ={}))
     gallery = open_gallery(None, tmp_path, "faces")
     gallery.add("Ada", unit(1)[None])
     stage.identify = Identify(stage.settings, gallery=gallery)
+    stage.ctx = SimpleNamespace(health=lambda *a: None)
     faces = frame_with(list(range(64)), [unit(1)] * 64)
-    faces.scene = 3
-    out = stage.process(Record(seq=5, stream=0, index=5, arrays=faces.arrays()), ctx=None)
-    assert "embeddings" not in out.arrays and "query" not in out.arrays
-    assert out.meta["names"] == ["Ada"] * 64 and out.arrays["scene"].tolist() == [3]
+    faces.frame = FrameRef(5, 0.0, 0, 5, scene=3)
+    out = stage.process(None, faces)
+    assert out.embeddings is None and out.query is None
+    assert out.names == ["Ada"] * 64 and out.frame.scene == 3
+    assert encoded_size(out) <= 65536 + 64 * 160  # the "named" queue's slot for MAX_FACES=64
     stage.teardown()

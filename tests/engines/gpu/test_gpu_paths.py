@@ -146,7 +146,7 @@ def test_detector_batches_equal_single_frames(retinaface_net, photos, device, pr
 def test_frames_in_a_page_locked_ring_upload_directly_and_give_the_same_faces(retinaface_net, photos):
     """The pipeline's path: frames in a shared-memory ring registered with CUDA go to the GPU by DMA from
     their slots (no staging copy) and give what the staging path gives; frames elsewhere still work."""
-    from app.runtime.shm import FrameRing
+    from app.runtime.ring import FrameRing
 
     detector = GpuRetinaFace(retinaface_net, device="cuda", precision="fp16")
     frame = photos["six_people.jpg"]
@@ -172,7 +172,7 @@ def test_frames_in_a_page_locked_ring_upload_directly_and_give_the_same_faces(re
 def test_detect_align_batch_cuts_the_crops_the_cpu_warp_cuts(retinaface_net, photos, device, precision):
     """Crops warped on the device from the frames uploaded for detection (mixed sizes, the staging path, and
     on CUDA the page-locked ring) equal engines.align's cv2 crops of the same landmarks to within one level."""
-    from app.runtime.shm import FrameRing
+    from app.runtime.ring import FrameRing
 
     detector = GpuRetinaFace(retinaface_net, device=device, precision=precision)
     frames = [photos["six_people.jpg"], photos["obama-720p.jpg"], photos["two_people.jpg"], photos["obama-240p.jpg"]]
