@@ -29,11 +29,13 @@ def add_parsers(sub) -> None:
                    help="enrol a photo even if its face already matches another person above MATCH_THRESHOLD")
     p.set_defaults(func=cmd_enrol)
 
-    p = sub.add_parser("people", help="list, rename, remove or re-embed enrolled people; the enrolment spool")
+    p = sub.add_parser("people", help="list, rename, merge, remove or re-embed enrolled people; the enrolment spool")
     p.set_defaults(func=cmd_list)
-    acts = p.add_subparsers(dest="action", metavar="{list,rename,remove,reembed,spool}",
+    acts = p.add_subparsers(dest="action", metavar="{list,rename,merge,remove,remove-photo,reembed,spool}",
                             help="what to do with the people (default: list)")
-    acts.add_parser("list", help="everyone enrolled (the default)").set_defaults(func=cmd_list)
+    a = acts.add_parser("list", help="everyone enrolled (the default)")
+    a.add_argument("--photos", action="store_true", help="also each person's photos (id and name)")
+    a.set_defaults(func=cmd_list)
     for name, what in (("rename", "give a person a new display name"),
                        ("remove", "erase a person: embeddings, photos, sightings, snapshots")):
         a = acts.add_parser(name, help=what)
@@ -42,6 +44,16 @@ def add_parsers(sub) -> None:
             a.add_argument("new_name", help="the new display name")
         a.add_argument("--id", action="store_true", dest="by_id", help="WHO is a person id, not a display name")
         a.set_defaults(func=cmd_rename if name == "rename" else cmd_remove)
+    a = acts.add_parser("merge", help="move every embedding and photo of one person to another (who keeps their name)")
+    a.add_argument("who", help="the person merged away: display name (any case), or id with --id")
+    a.add_argument("into", help="the person who stays: display name (any case), or id with --id")
+    a.add_argument("--id", action="store_true", dest="by_id", help="WHO and INTO are person ids")
+    a.set_defaults(func=cmd_merge)
+    a = acts.add_parser("remove-photo", help="delete the embeddings made from one photo of a person")
+    a.add_argument("who", help="the person's display name (any case), or their id with --id")
+    a.add_argument("photo", help="the photo's id, or the name it was enrolled under (`people list --photos`)")
+    a.add_argument("--id", action="store_true", dest="by_id", help="WHO is a person id, not a display name")
+    a.set_defaults(func=cmd_remove_photo)
     a = acts.add_parser("reembed", help="rebuild every embedding from the kept photos with EMBEDDER_MODEL")
     a.add_argument("--drop-missing", action="store_true",
                    help="leave out embeddings that have no kept photo (else nothing is changed)")
@@ -135,6 +147,7 @@ def enrol(analyzer, gallery, people: list[Enrolment], threshold: float, largest:
     from tqdm import tqdm
 
     from app.gallery import GalleryError, GalleryUnavailable
+    from app.library.errors import LibraryError
 
     outcomes = []
     total = sum(len(e.photos) for e in people)
@@ -146,7 +159,7 @@ def enrol(analyzer, gallery, people: list[Enrolment], threshold: float, largest:
                 _enrol_one(analyzer, gallery, who, out, bar, threshold, largest, force)
             except GalleryUnavailable:
                 raise
-            except GalleryError as exc:
+            except (GalleryError, LibraryError) as exc:
                 out.error = str(exc)
     return outcomes
 
@@ -237,7 +250,7 @@ def cmd_enrol(args) -> int:
 
     people = collect_enrolment(args.name, args.photos, args.folder)
     settings = load_settings(args)
-    gallery = _gallery(settings)
+    gallery = _enrol_gallery(settings)
     try:
         analyzer = _analyzer(settings)
         outcomes = enrol(analyzer, gallery, people, settings.match_threshold, largest=args.largest,
@@ -249,35 +262,95 @@ def cmd_enrol(args) -> int:
     return 0 if any(o.ok for o in outcomes) else 1
 
 
+def _enrol_gallery(settings):
+    """The running pipeline's gallery through its control socket (a GalleryProxy), else the gallery opened
+    here; a pipeline that holds the gallery but is not serving yet (starting) is waited for a while."""
+    from app.control.client import ControlClient, NoOwner
+    from app.gallery import GalleryBusy
+    from app.library import STARTING_WAIT, socket_path
+    from app.library.errors import GalleryUnavailable
+    from app.library.proxy import GalleryProxy
+
+    path = socket_path(settings)
+    client = ControlClient(path)
+    deadline = time.monotonic() + STARTING_WAIT
+    while True:
+        try:
+            return GalleryProxy(client.call, client.call("ping").get("gallery", ""))
+        except NoOwner:
+            pass
+        try:
+            return _gallery(settings)
+        except GalleryBusy as exc:
+            if time.monotonic() >= deadline:
+                raise GalleryUnavailable(f"{exc}, but it does not answer on {path}: if it is starting, try again "
+                                         "in a few seconds") from None
+            time.sleep(0.2)
+
+
+def _library(args):
+    """The face library: the running pipeline's, or the gallery opened here when none runs."""
+    from app.library import open_library
+
+    return open_library(load_settings(args))
+
+
 def cmd_list(args) -> int:
-    settings = load_settings(args)
-    with _gallery(settings, check_embedder=False) as gallery:
-        people = gallery.people()
+    with _library(args) as library:
+        people = library.people()
     if not people:
         print("no one enrolled yet: facestream enrol NAME PHOTO…")
     for p in people:
-        print(f"{p.name:30s} {p.embeddings:3d} embedding(s)  id {p.person_id}")
+        print(f"{p.name:30s} {p.embeddings:3d} embedding(s)  id {p.id}")
+        if getattr(args, "photos", False):
+            for photo in p.photos:
+                print(f"    photo {photo.id}  {photo.filename}")
     return 0
 
 
 def cmd_rename(args) -> int:
-    settings = load_settings(args)
-    with _gallery(settings, check_embedder=False) as gallery:
-        before = gallery.lookup(args.who, args.by_id)
-        after = gallery.rename(before.person_id, args.new_name, by_id=True)
-    print(f"renamed {before.name} to {after.name} (id {after.person_id}, {after.embeddings} embedding(s))")
+    with _library(args) as library:
+        before = library.lookup(args.who, args.by_id)
+        after = library.rename(before.id, args.new_name)
+    print(f"renamed {before.name} to {after.name} (id {after.id}, {after.embeddings} embedding(s))")
     return 0
 
 
 def cmd_remove(args) -> int:
     """The person, their photos, sightings and snapshots, and unknown sightings of their face (an erase)."""
-    from app.gallery.sightings import sightings_from_settings
-    from app.gallery.sightings_erase import erase_person
+    from app.gallery.sightings_erase import erased_line
+    from app.library.views import PersonView
 
-    settings = load_settings(args)
-    with _gallery(settings, check_embedder=False) as gallery, sightings_from_settings(settings) as store:
-        erased = erase_person(gallery, store, args.who, settings.match_threshold, by_id=args.by_id)
-    print("\n".join(erased.lines()))
+    with _library(args) as library:
+        # the owner's reply: the person's view and what the erase took with them (``Library.remove`` keeps the view)
+        reply = library.call("remove", person_id=library.lookup(args.who, args.by_id).id)
+    gone = PersonView.from_dict(reply)
+    print(f"removed {gone.name} (id {gone.id}, {gone.embeddings} embedding(s))")
+    print(erased_line(reply.get("erased", {})))
+    return 0
+
+
+def cmd_merge(args) -> int:
+    with _library(args) as library:
+        gone = library.lookup(args.who, args.by_id)
+        into = library.lookup(args.into, args.by_id)
+        after = library.merge(gone.id, into.id)
+    print(f"merged {gone.name} (id {gone.id}, {gone.embeddings} embedding(s)) into {after.name} "
+          f"(id {after.id}, now {after.embeddings} embedding(s))")
+    return 0
+
+
+def cmd_remove_photo(args) -> int:
+    from app.library.errors import UnknownPhoto
+
+    with _library(args) as library:
+        person = library.lookup(args.who, args.by_id)
+        photo = next((p for p in person.photos if args.photo in (p.id, p.filename)), None)
+        if photo is None:
+            kept = ", ".join(f"{p.filename} ({p.id})" for p in person.photos) or "none"
+            raise UnknownPhoto(f"{person.name} (id {person.id}) has no photo {args.photo!r}; their photos: {kept}")
+        after = library.remove_photo(person.id, photo.id)
+    print(f"removed photo {photo.filename} from {after.name} (id {after.id}, {after.embeddings} embedding(s) left)")
     return 0
 
 

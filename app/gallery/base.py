@@ -113,6 +113,7 @@ class Prepared:
     vectors: np.ndarray
     keys: list[str]
     sources: list[str] = field(default_factory=list)
+    filenames: list[str] = field(default_factory=list)  # the photo's name as the user gave it (uploads), or empty
 
 
 def slug(name: str) -> str:
@@ -163,7 +164,8 @@ def as_embeddings(embeddings, dim: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def prepare(embeddings, dim: int, source: Sequence[str] | None = None) -> Prepared:
+def prepare(embeddings, dim: int, source: Sequence[str] | None = None,
+            filenames: Sequence[str] | None = None) -> Prepared:
     """Validate and key each embedding; identical rows given twice in one call are kept once.
 
     The key is the source photo's sha256 when the source is a readable file (so the same photo
@@ -185,7 +187,10 @@ def prepare(embeddings, dim: int, source: Sequence[str] | None = None) -> Prepar
         seen_keys[key] = n + 1
         keys.append(key if n == 0 else f"{key}#{n}")
         rows.append(i)
-    return Prepared(x[rows], keys, [sources[i] for i in rows])
+    names = [str(f) for f in filenames] if filenames is not None else []
+    if names and len(names) != len(x):
+        raise ValueError(f"{len(names)} filenames for {len(x)} embeddings")
+    return Prepared(x[rows], keys, [sources[i] for i in rows], [names[i] for i in rows] if names else [])
 
 
 class Gallery(ABC):
@@ -240,6 +245,11 @@ class Gallery(ABC):
         self._upsert([META_ID], vector, [{META_KEY: META_VALUE, "embedder": embedder.model,
                                           "embedder_sha256": embedder.sha256}])
 
+    def bind_embedder(self, embedder: Embedder) -> None:
+        """Tie an already open gallery to ``embedder`` (EmbedderMismatch if another model filled it)."""
+        self.embedder = embedder
+        self._bind_embedder()
+
     def _bind_embedder(self) -> None:
         """Refuse a gallery filled by another model; record ours in a new gallery (or one from before records)."""
         if self.embedder is None:
@@ -258,7 +268,7 @@ class Gallery(ABC):
 
     # -- the interface ------------------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, person_id: str | None = None,
-            source: Sequence[str] | None = None) -> AddResult:
+            source: Sequence[str] | None = None, filenames: Sequence[str] | None = None) -> AddResult:
         """Enrol embeddings (N, dim) of one person; points already there (same photo/embedding) are kept as they are.
 
         Without ``person_id``, the person already called ``name`` (in any case; the stored spelling stays)
@@ -266,7 +276,7 @@ class Gallery(ABC):
         whose stored name differs, the person is renamed to ``name`` so that one person has one name.
         """
         name = _clean_name(name)
-        return self._write(name, person_id, prepare(embeddings, self.dim, source))
+        return self._write(name, person_id, prepare(embeddings, self.dim, source, filenames))
 
     def _write(self, name: str, person_id: str | None, prep: Prepared) -> AddResult:
         holder = self._holder(name)
@@ -301,6 +311,8 @@ class Gallery(ABC):
                            "source": prep.sources[i], "created": created}
                 if photos[i]:
                     payload["photo"] = photos[i]
+                if prep.filenames and prep.filenames[i]:
+                    payload["filename"] = prep.filenames[i]
                 payloads.append(payload)
             self._upsert([ids[i] for i in new], prep.vectors[new], payloads)
         return AddResult(person_id=person_id, name=name, ids=tuple(ids), written=len(new), already=already,
@@ -323,8 +335,10 @@ class Gallery(ABC):
     def photo_owner(self, photo: str | Path, person_id: str | None = None) -> Match | None:
         """The person this photo (by its bytes) is already enrolled as, or None (score 1: the very same photo)."""
         key = photo_key(photo)
-        if key is None:
-            return None
+        return None if key is None else self.owner_of_key(key, person_id)
+
+    def owner_of_key(self, key: str, person_id: str | None = None) -> Match | None:
+        """The person a content key (``file:<sha256>``) is already enrolled as, or None."""
         ids = [point_id(key)] + ([legacy_point_id(person_id, key)] if person_id else [])
         found = self._retrieve(ids)
         hit = next((found[i] for i in ids if i in found), None)
@@ -407,6 +421,27 @@ class Gallery(ABC):
         self._delete_person(person.person_id)
         return person
 
+    def merge(self, person_id: str, into_id: str) -> Person:
+        """Move every embedding of ``person_id`` to ``into_id`` (who keeps their name); returns ``into_id`` after."""
+        into = self.lookup(into_id, by_id=True)
+        gone = self.lookup(person_id, by_id=True)
+        if gone.person_id == into.person_id:
+            raise GalleryError(f"cannot merge {into.name} (id {into.person_id}) into themself")
+        self._move(gone.person_id, {"person_id": into.person_id, "name": into.name, "name_key": name_key(into.name)})
+        return Person(into.person_id, into.name, into.embeddings + gone.embeddings)
+
+    def _move(self, person_id: str, payload: dict) -> None:
+        """Overwrite these payload fields on every point of ``person_id`` (person id included)."""
+        self._set_payload(person_id, payload)
+
+    def photo_points(self, person_id: str, photo: str) -> list[str]:
+        """Ids of the person's points made from the kept photo called ``photo``."""
+        return [i for i, p in self._scroll(person_id=person_id, full=True) if p.get("photo") == photo]
+
+    def points_of(self, person_id: str | None = None) -> Iterator[tuple[str, dict]]:
+        """(id, full payload) of one person's embeddings (everyone's with None)."""
+        return self._scroll(person_id=person_id, full=True)
+
     def points(self) -> Iterator[tuple[str, dict]]:
         """(id, full payload) of every enrolled embedding (not the embedder record)."""
         return self._scroll(full=True)
@@ -418,6 +453,9 @@ class Gallery(ABC):
     def delete_points(self, ids: list[str]) -> None:
         if ids:
             self._delete_ids(list(ids))
+
+    def flush(self) -> None:
+        """Make what was written durable (the embedded shard syncs to disk); a server persists by itself."""
 
     def count(self) -> int:
         """Number of points (embeddings) in the gallery."""

@@ -192,6 +192,10 @@ class EdgeGallery(Gallery):
     def _delete_ids(self, ids: list[str]) -> None:
         self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
+    def flush(self) -> None:
+        """Sync what was written to disk, so an acknowledged enrolment survives a kill -9."""
+        self.shard.flush()
+
     # -- engine upkeep ------------------------------------------------------------------------
     def optimize(self, wait: bool = True) -> threading.Thread | None:
         """Build the HNSW index / merge segments; ``wait=False`` runs it in a thread (see module doc)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -35,6 +36,26 @@ class PhotoStore:
                 os.unlink(tmp)
             raise
         return name
+
+    def put_bytes(self, data: bytes, suffix: str) -> tuple[str, Path]:
+        """Keep a photo given as bytes (an upload, a crop); returns its name in the store and its path there."""
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{digest}{suffix.lower()}"
+        final = self.folder / name
+        if not final.is_file():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=self.folder)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return name, final
 
     def path(self, name: str | None) -> Path | None:
         """The kept photo called ``name``, or None if there is none."""

@@ -235,10 +235,10 @@ class ServerGallery(Gallery):
 
     # -- enrolment with a spool ---------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, person_id: str | None = None,
-            source: list[str] | None = None) -> AddResult:
+            source: list[str] | None = None, filenames: list[str] | None = None) -> AddResult:
         """As ``Gallery.add``; with a spool, an unreachable server keeps the embeddings for later."""
         name = _clean_name(name)
-        prep = prepare(embeddings, self.dim, source)
+        prep = prepare(embeddings, self.dim, source, filenames)
         if self.spool is None:
             self._ensure_collection()
             return self._write(name, person_id, prep)

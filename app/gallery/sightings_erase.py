@@ -26,11 +26,28 @@ class Erased:
     unknown_sightings: int  # unknown, but their face matches this person above the threshold
     snapshots: int
 
+    def counts(self) -> dict:
+        return {"embeddings": self.embeddings, "photos": self.photos, "sightings": self.sightings,
+                "unknown_sightings": self.unknown_sightings, "snapshots": self.snapshots}
+
     def lines(self) -> list[str]:
         p = self.person
-        return [f"removed {p.name} (id {p.person_id}, {self.embeddings} embedding(s))",
-                f"  and {self.photos} photo(s), {self.sightings} sighting(s), {self.unknown_sightings} unknown "
-                f"sighting(s) of their face, {self.snapshots} snapshot(s)"]
+        return [f"removed {p.name} (id {p.person_id}, {self.embeddings} embedding(s))", erased_line(self.counts())]
+
+
+def erased_line(counts: dict) -> str:
+    """What an erase took with the person, as ``people remove`` prints it."""
+    return (f"  and {counts.get('photos', 0)} photo(s), {counts.get('sightings', 0)} sighting(s), "
+            f"{counts.get('unknown_sightings', 0)} unknown sighting(s) of their face, "
+            f"{counts.get('snapshots', 0)} snapshot(s)")
+
+
+def erase_in_library(gallery: Gallery, settings, person_id: str) -> dict:
+    """The face library's remove (app/library/owner.py): the erase, with the sightings of these settings; counts."""
+    from app.gallery.sightings import sightings_from_settings
+
+    with sightings_from_settings(settings) as store:
+        return erase_person(gallery, store, person_id, settings.match_threshold, by_id=True).counts()
 
 
 def person_vectors(gallery: Gallery, person_id: str) -> list[tuple[str, dict, np.ndarray]]:

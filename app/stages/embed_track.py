@@ -28,7 +28,7 @@ from app.protocol import Context, Stage
 from app.settings import Settings
 from app.stages.models import model_kwargs, stage_threads
 from app.tracking.bytetrack import ByteTracker, TrackResult
-from app.tracking.identity import TrackIdentities
+from app.tracking.identity import QuerySchedule
 from app.types import Faces
 from engines.model_zoo import load_embedder
 
@@ -70,7 +70,7 @@ class EmbedTrack:
         self.embedder = load_embedder(settings.embedder_model, settings.embedding_backend,
                                       **model_kwargs(settings, warn, threads), batch_size=settings.embed_batch)
         self.trackers: dict[int, ByteTracker] = {}
-        self.identities: dict[int, TrackIdentities] = {}
+        self.identities: dict[int, QuerySchedule] = {}
         self.aliases: dict[int, dict[int, int]] = {}
         self.last_embedded: dict[int, dict[int, int]] = {}  # stream → ByteTrack id → frame last embedded
         self.scenes: dict[int, int] = {}  # stream → scene number of its last frame
@@ -96,13 +96,13 @@ class EmbedTrack:
         else:
             self.embedder.embed(np.zeros((self.settings.embed_batch, 112, 112, 3), np.uint8))
 
-    def _for_stream(self, stream: int) -> tuple[ByteTracker, TrackIdentities]:
+    def _for_stream(self, stream: int) -> tuple[ByteTracker, QuerySchedule]:
         if stream not in self.trackers:
             s = self.settings
             fps = self.fps.get(stream, 30.0) if isinstance(self.fps, dict) else self.fps
             self.trackers[stream] = ByteTracker(fps=fps, track_thresh=s.track_thresh, match_thresh=s.match_thresh,
                                                 track_buffer=s.track_buffer)
-            self.identities[stream] = TrackIdentities(drift_threshold=s.drift_threshold,
+            self.identities[stream] = QuerySchedule(drift_threshold=s.drift_threshold,
                                                       refresh_frames=s.refresh_frames)
             self.aliases[stream] = {}
         return self.trackers[stream], self.identities[stream]
@@ -112,7 +112,7 @@ class EmbedTrack:
         return self._next_id - 1
 
     def _shown_ids(self, stream: int, tracker_ids: np.ndarray, embeddings: np.ndarray,
-                   identities: TrackIdentities) -> tuple[np.ndarray, list[int]]:
+                   identities: QuerySchedule) -> tuple[np.ndarray, list[int]]:
         """Map ByteTrack ids to the ids shown, splitting tracks whose face changed identity."""
         alias = self.aliases[stream]
         shown, broken = np.empty(len(tracker_ids), np.int64), []

@@ -11,7 +11,9 @@ tracks are kept as searchable sightings instead (app/gallery/sightings.py)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -19,10 +21,12 @@ from app.gallery import Embedder, GalleryUnavailable, open_gallery
 from app.gallery.outage import status_text
 from app.protocol import Context, Health, Stage
 from app.settings import Settings
-from app.tracking.identity import TrackIdentities
+from app.tracking.identity import Label, NameVote
 from app.types import UNKNOWN, Faces
 
 log = logging.getLogger("facestream.identify")
+KEEP_EMBEDDINGS = 8  # queried embeddings kept per track for enrolling it from the face library
+KEEP_ENDED_S = 300.0  # how long an ended track can still be enrolled or corrected
 
 
 def gallery_from_settings(settings: Settings, check_embedder: bool = True, connect: bool = True):
@@ -47,33 +51,95 @@ def embedder_of(settings: Settings) -> Embedder:
     return Embedder(settings.embedder_model, digest)
 
 
+class TrackMemory:
+    """The last few embeddings identify queried per track, kept while the track lives and ``keep_s`` after it
+    ends, so a face just seen can be enrolled by its track (``enrol_track``) or corrected."""
+
+    def __init__(self, per_track: int = KEEP_EMBEDDINGS, keep_s: float = KEEP_ENDED_S,
+                 clock=time.time) -> None:
+        self.per_track = per_track
+        self.keep_s = keep_s
+        self.clock = clock
+        self.embeddings: dict[tuple[int, int], deque] = {}
+        self.last_seen: dict[tuple[int, int], float] = {}
+        self.ended: dict[tuple[int, int], tuple[float, Label]] = {}  # when, and the name it had then
+        self._next_purge = 0.0
+
+    def add(self, stream: int, tid: int, embedding: np.ndarray) -> None:
+        key = (stream, tid)
+        rows = self.embeddings.get(key)
+        if rows is None:
+            rows = self.embeddings[key] = deque(maxlen=self.per_track)
+        rows.append(np.asarray(embedding, np.float32).copy())
+
+    def seen(self, stream: int, tids, now: float) -> None:
+        for tid in tids:
+            self.last_seen[(stream, int(tid))] = now
+
+    def end(self, stream: int, tids, labels: dict[int, Label]) -> None:
+        now = self.clock()
+        for tid in tids:
+            key = (stream, int(tid))
+            if key in self.embeddings or key in self.last_seen:
+                self.ended[key] = (now, labels.get(int(tid), Label(None, None, 0.0, 0)))
+        if now >= self._next_purge:
+            self._next_purge = now + 5.0
+            for key in [k for k, (t, _) in self.ended.items() if now - t > self.keep_s]:
+                self.ended.pop(key, None)
+                self.embeddings.pop(key, None)
+                self.last_seen.pop(key, None)
+
+    def live(self) -> list[tuple[int, int]]:
+        return [k for k in self.embeddings if k not in self.ended]
+
+    def get(self, stream: int, tid: int) -> np.ndarray:
+        rows = self.embeddings.get((stream, tid))
+        if not rows:
+            raise KeyError((stream, tid))
+        return np.stack(list(rows))
+
+
 class Identify:
+    """The name vote per stream over the gallery's answers, and (for the face library) what a running
+    pipeline's owner must offer: the tracks' kept embeddings and the reactions to library changes.
+
+    ``lock`` guards the gallery and the votes: the control socket's thread takes it per request, ``__call__``
+    per frame, so a change is seen whole by the next frame."""
+
     def __init__(self, settings: Settings, gallery=None) -> None:
+        from app.library.negatives import Negatives
+        from app.library.owner import negatives_path
+
         self.settings = settings
         self.gallery = gallery if gallery is not None else gallery_from_settings(settings)
-        self.votes: dict[int, TrackIdentities] = {}
+        self.votes: dict[int, NameVote] = {}
+        self.memory = TrackMemory()
+        self.negatives = Negatives(negatives_path(settings) if gallery is None else None)
+        self.lock = threading.RLock()
         self.queries = 0
         self.retry_at = 0.0
 
+    def _votes(self, stream: int) -> NameVote:
+        votes = self.votes.get(stream)
+        if votes is None:
+            votes = self.votes[stream] = NameVote()
+        return votes
+
     def __call__(self, faces: Faces, stream: int = 0, removed: list[int] | None = None) -> Faces:
-        votes = self.votes.setdefault(stream, TrackIdentities(drift_threshold=self.settings.drift_threshold,
-                                                              refresh_frames=self.settings.refresh_frames))
+        with self.lock:
+            return self._identify(faces, stream, removed)
+
+    def _identify(self, faces: Faces, stream: int, removed: list[int] | None) -> Faces:
+        votes = self._votes(stream)
         if faces.query is not None and len(faces.query) and time.monotonic() >= self.retry_at:
-            try:
-                matches = self.gallery.search(faces.embeddings, threshold=-1.0)  # nearest, even if unknown
-            except GalleryUnavailable as exc:  # keep showing the last votes; ask again in a while
-                log.warning("%s; names are kept from earlier results, retrying in 5 s", exc)
-                self.retry_at = time.monotonic() + 5.0
-                matches = []
-            self.queries += len(matches)
-            threshold = self.settings.match_threshold
-            for row, match in zip(faces.query, matches):
-                tid = int(faces.track_ids[row])
-                if match is None or match.score < threshold:
-                    votes.record(tid, None, match and match.name, match.score if match else 0.0)
-                else:
-                    votes.record(tid, match.person_id, match.name, match.score)
+            tids = [int(faces.track_ids[row]) for row in faces.query]
+            for tid, emb in zip(tids, faces.embeddings):
+                self.memory.add(stream, tid, emb)
+            self._ask(stream, tids, faces.embeddings)
+        if faces.track_ids is not None:
+            self.memory.seen(stream, faces.track_ids[faces.track_ids >= 0].tolist(), time.time())
         if removed:
+            self.memory.end(stream, removed, {int(t): votes.label(int(t)) for t in removed})
             votes.forget(removed)
         names, pids, nearest, sims = [], [], [], np.zeros(len(faces), np.float32)
         for i in range(len(faces)):
@@ -91,8 +157,78 @@ class Identify:
         faces.names, faces.person_ids, faces.nearest, faces.similarities = names, pids, nearest, sims
         return faces
 
+    def _ask(self, stream: int, tids: list[int], embeddings: np.ndarray) -> None:
+        """One gallery query for these tracks' embeddings; each answer goes into the track's vote."""
+        votes = self._votes(stream)
+        try:
+            matches = self.gallery.search(embeddings, threshold=-1.0)  # nearest, even if unknown
+        except GalleryUnavailable as exc:  # keep showing the last votes; ask again in a while
+            log.warning("%s; names are kept from earlier results, retrying in 5 s", exc)
+            self.retry_at = time.monotonic() + 5.0
+            matches = []
+        self.queries += len(matches)
+        threshold = self.settings.match_threshold
+        for k, (tid, match) in enumerate(zip(tids, matches)):
+            if match is not None and self.negatives.refused(match.person_id, embeddings[k], match.score):
+                match = None  # a correction said this face is not that person
+            if match is None or match.score < threshold:
+                votes.record(tid, None, match and match.name, match.score if match else 0.0)
+            else:
+                votes.record(tid, match.person_id, match.name, match.score)
+
+    # -- what the face library's owner calls (under ``lock``) ------------------------------------------
+    def track_embeddings(self, stream: int, track_id: int) -> np.ndarray:
+        """The track's kept embeddings (KeyError: no such track, live or ended in the last minutes)."""
+        return self.memory.get(stream, track_id)
+
+    def tracks(self) -> list:
+        from app.library.views import TrackView
+
+        out = []
+        for (stream, tid), rows in list(self.memory.embeddings.items()):
+            ended_at, label = self.memory.ended.get((stream, tid), (0.0, None))
+            if label is None:
+                label = self._votes(stream).label(tid)
+            out.append(TrackView(stream, tid, label.name, label.person_id, float(label.score), label.nearest,
+                                 len(rows), self.memory.last_seen.get((stream, tid), 0.0), ended_at))
+        return sorted(out, key=lambda t: -t.last_seen)
+
+    def enrolled(self) -> None:
+        """Someone was enrolled: every live track's unknown answers predate them, so they go, and the tracks
+        left unnamed are asked again now with their latest embedding (named on their next frame)."""
+        for votes in self.votes.values():
+            votes.clear_unknown()
+        by_stream: dict[int, list[int]] = {}
+        for stream, tid in self.memory.live():
+            if self._votes(stream).label(tid).name is None:
+                by_stream.setdefault(stream, []).append(tid)
+        for stream, tids in by_stream.items():
+            self._ask(stream, tids, np.stack([self.memory.get(stream, t)[-1] for t in tids]))
+
+    def renamed(self, person_id: str, name: str) -> None:
+        for votes in self.votes.values():
+            votes.rename(person_id, name)
+
+    def merged(self, person_id: str, into_id: str, name: str) -> None:
+        for votes in self.votes.values():
+            votes.move(person_id, into_id, name)
+
+    def removed(self, person_id: str) -> None:
+        for votes in self.votes.values():
+            votes.drop_person(person_id)
+
+    def corrected(self, stream: int, track_id: int, person_id: str) -> None:
+        self._votes(stream).clear(track_id)
+
+    def status(self) -> dict:
+        from app.gallery.outage import status_text
+
+        return {"live_tracks": len(self.memory.live()), "queries": self.queries,
+                "gallery_status": status_text(getattr(self.gallery, "outage", None))}
+
     def close(self) -> None:
-        self.gallery.close()
+        with self.lock:
+            self.gallery.close()
 
 
 class IdentifyStage(Stage):
@@ -104,17 +240,19 @@ class IdentifyStage(Stage):
         # snapshots for the events and the sightings
         self.reads_frames = (link is not None and link.events is not None) or settings.sightings != "off"
         self.identify: Identify | None = None
+        self.control = None
         self._shown = ""
 
     def setup(self, ctx: Context) -> None:
         from app.events.tap import EventsLink, EventTap
+        from app.gallery.sightings_feed import SightingRecorder
+        from app.library.serve import serve_library
 
         self.ctx = ctx
         self.identify = Identify(self.settings)
+        self.control = serve_library(self.identify, self.settings)  # the face library, for other processes
         self.tap = EventTap(self.settings, self.link or EventsLink(run="-"), getattr(ctx, "metrics", None),
                             people=lambda: len(self.identify.gallery.people()))
-        from app.gallery.sightings_feed import SightingRecorder
-
         self.sightings = SightingRecorder(self.settings, self.tap.link.run, self.settings.sources)
 
     def process(self, frame: np.ndarray | None, rec: Faces) -> Faces:
@@ -148,6 +286,8 @@ class IdentifyStage(Stage):
         return []
 
     def teardown(self) -> None:
+        if self.control is not None:
+            self.control.stop()
         if getattr(self, "sightings", None) is not None:
             self.sightings.close()
         if self.identify is not None:

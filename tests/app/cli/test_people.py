@@ -259,3 +259,48 @@ def test_enrolments_kept_while_the_server_is_down_can_be_listed_and_dropped(env,
     assert capsys.readouterr().out.startswith("dropped 1 spooled enrolment(s) (2 embedding(s))")
     assert run(env, "people", "spool", "list") == 0
     assert capsys.readouterr().out.startswith("the spool is empty")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_enrol_and_people_work_the_same_while_a_pipeline_owns_the_gallery(env, media_dir, capsys):
+    """Another process holds the gallery (as the identify stage does): every command goes over its control
+    socket, and the folder stays locked by that owner throughout."""
+    from pathlib import Path
+
+    from app.gallery import GalleryBusy, open_gallery
+    from tests.app.library.conftest import start_owner, stop
+
+    owner = start_owner(Path(env))
+    try:
+        obama, biden = media_dir / "people/obama", media_dir / "people/biden"
+        assert run(env, "enrol", "Barack Obama", str(obama / "obama.jpg")) == 0
+        assert run(env, "enrol", "Joe Biden", str(biden / "biden.jpg")) == 0
+        out = capsys.readouterr().out
+        assert "enrolled Barack Obama: 1 photo(s)" in out and "enrolled Joe Biden: 1 photo(s)" in out
+        assert listing(env, capsys) == {"barack-obama": ("Barack Obama", 1), "joe-biden": ("Joe Biden", 1)}
+        # the look-alike check and the already-enrolled check work through the owner too
+        assert run(env, "enrol", "Someone", str(obama / "obama.jpg"), str(obama / "obama2.jpg")) == 1
+        out = capsys.readouterr().out
+        assert "already enrolled as Barack Obama" in out and "matches Barack Obama (" in out
+
+        assert run(env, "people", "merge", "Joe Biden", "barack obama") == 0
+        assert capsys.readouterr().out.strip() == ("merged Joe Biden (id joe-biden, 1 embedding(s)) into "
+                                                   "Barack Obama (id barack-obama, now 2 embedding(s))")
+        assert run(env, "people", "list", "--photos") == 0
+        out = capsys.readouterr().out
+        assert "obama.jpg" in out and "biden.jpg" in out
+        assert run(env, "people", "remove-photo", "Barack Obama", "nope.jpg") == 2
+        assert "has no photo 'nope.jpg'; their photos: " in capsys.readouterr().err
+        assert run(env, "people", "remove-photo", "Barack Obama", "biden.jpg") == 0
+        assert capsys.readouterr().out.strip() == ("removed photo biden.jpg from Barack Obama (id barack-obama, "
+                                                   "1 embedding(s) left)")
+        assert run(env, "people", "rename", "Barack Obama", "Obama") == 0
+        assert run(env, "people", "remove", "obama") == 0
+        capsys.readouterr()
+        assert run(env, "people") == 0
+        assert capsys.readouterr().out.startswith("no one enrolled yet")
+        with pytest.raises(GalleryBusy):
+            open_gallery(None, Path(env).parent / "gallery", "faces")
+    finally:
+        stop(owner)
