@@ -118,8 +118,9 @@ class SightingRecorder:
                 t.last_seen, t.last_frame = ts, index
                 name = faces.names[i] if i < len(faces.names) else UNKNOWN
                 pid = faces.person_ids[i] if i < len(faces.person_ids) else ""
-                if name != UNKNOWN and pid:
-                    t.person_id, t.name = pid, name
+                # the track's latest decision: a person removed or a correction made while it is on screen
+                # un-names it, and its sighting must not name them then
+                t.person_id, t.name = (pid, name) if name != UNKNOWN and pid else ("", UNKNOWN)
             self._embeddings(stream, faces, image)
         for tid in removed or ():
             self._end(stream, int(tid))

@@ -105,3 +105,13 @@ def test_a_store_that_cannot_open_costs_the_sightings_not_the_stage(tmp_path, ca
         assert rec.finish() == 0
     assert "not recorded this run: disk gone" in caplog.text
     rec.close()
+
+
+def test_a_track_un_named_before_it_ends_is_not_a_sighting_of_that_person(recorder):
+    """A person removed (or a correction) while their track is on screen: its sighting must not name them."""
+    rng = np.random.default_rng(5)
+    rec, store = recorder(sightings="known")
+    v = unit(rng, 1)[0]
+    rec.frame(0, 0, T0, labelled([1], ["Ada"], [0.8], [v]), [])
+    rec.frame(0, 1, T0 + 1, labelled([1], [UNKNOWN], [0.1], [v], pids=[""]), [1])
+    assert rec.finish() == 0 and store.count() == 0
