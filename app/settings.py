@@ -22,11 +22,16 @@ DISPLAY_MODES = ("window", "headless", "none")
 #: old key -> its new name. ByteTrack's MATCH_THRESH was one letter group away from MATCH_THRESHOLD (which decides
 #: who a face is); both ByteTrack keys now say TRACK_. The old names still work, with one warning.
 RENAMED = {"MATCH_THRESH": "TRACK_MATCH_THRESH", "TRACK_THRESH": "TRACK_HIGH_THRESH"}
+#: old keys that no longer do anything -> what to use instead (one warning when a .env or the environment sets one)
+RETIRED = {"STORE_UNKNOWN": "unknown faces are kept as searchable sightings now: set SIGHTINGS=all "
+                            "(facestream sightings --photo P.jpg) and remove STORE_UNKNOWN"}
 #: keys a .env may hold that are not settings: read from the real environment by other parts (the model mirror,
 #: the TensorRT flavour, the engine store and its S3 credentials, ONNX Runtime's threads) or by docker compose
 ENV_ONLY_PREFIXES = ("FACESTREAM_", "AWS_", "COMPOSE_", "ENGINE_STORE")
 ENV_ONLY_KEYS = {"ORT_THREADS"}
 OVERLAY_MODES = ("compact", "full", "off")
+SIGHTINGS_MODES = ("off", "known", "all")
+BLUR_MODES = ("none", "unknown", "all")
 
 
 def _key(key: str, help: str, choices: tuple[str, ...] | None = None, secret: bool = False,
@@ -91,8 +96,15 @@ class Settings:
                                  "running embedding (another person in its box) becomes a new track",
                                  lo=-1.0, hi=1.0, default=0.3)
     refresh_frames: int = _key("REFRESH_FRAMES", "frames between slow re-checks of a track", lo=1, default=30)
-    store_unknown: bool = _key("STORE_UNKNOWN", "store embeddings of unknown tracks for later naming",
-                               default=False)
+    # sightings and privacy (README: "Sightings")
+    sightings: str = _key("SIGHTINGS", "store each finished track's best face as a searchable sighting (facestream "
+                          "sightings): off, known (enrolled people only) or all (strangers too)", SIGHTINGS_MODES,
+                          default="known")
+    sightings_days: float = _key("SIGHTINGS_DAYS", "days a sighting and its snapshot are kept (0: forever); pruned "
+                                 "at start and hourly", lo=0.0, default=30.0)
+    privacy_blur: str = _key("PRIVACY_BLUR", "blur faces on screen, in the stream and the output file: none, "
+                             "unknown (faces not enrolled) or all; with it, unknown faces are never stored as "
+                             "sightings", BLUR_MODES, default="none")
     # gallery
     qdrant_url: str = _key("QDRANT_URL", "Qdrant server URL (credentials in it are masked in logs); empty: the "
                            "embedded engine under QDRANT_PATH", default="")
@@ -173,6 +185,8 @@ class Settings:
         env.update(overrides or {})
         name = Path(env_file).name if env_file else ".env"
         env, notes = _renamed(env, set(file_keys), name)
+        env, retired = _retired(env, set(file_keys), name)
+        notes += retired
         if warn is not None:
             for line in notes + unknown_keys(file_keys, name):
                 warn(line)
@@ -239,13 +253,25 @@ def _renamed(env: dict[str, str], file_keys: set[str], file_name: str = ".env") 
     return env, notes
 
 
+def _retired(env: dict[str, str], file_keys: set[str], file_name: str = ".env") -> tuple[dict[str, str], list[str]]:
+    """``env`` without keys that no longer do anything, and one line per such key in use, saying what replaces it."""
+    env = dict(env)
+    notes = []
+    for old, instead in RETIRED.items():
+        if old in env:
+            env.pop(old)
+            where = file_name if old in file_keys else "the environment"
+            notes.append(f"{old} (in {where}) is retired: {instead}")
+    return env, notes
+
+
 def unknown_keys(keys: list[str], file_name: str = ".env") -> list[str]:
     """One line per key facestream does not know, naming the closest real key (a typo is silently ignored
     otherwise: ``MATCH_TRESHOLD=0.5`` would leave the threshold at its default)."""
     known = list(Settings.env_keys())
     lines = []
     for key in keys:
-        if key in known or key in RENAMED or key in ENV_ONLY_KEYS or key.startswith(ENV_ONLY_PREFIXES):
+        if key in known or key in RENAMED.keys() | RETIRED.keys() | ENV_ONLY_KEYS or key.startswith(ENV_ONLY_PREFIXES):
             continue
         close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "see .env.example for every key"

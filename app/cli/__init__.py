@@ -18,7 +18,7 @@ log = logging.getLogger("facestream")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli import bench, engines_cmd, people, run, tools
+    from app.cli import bench, engines_cmd, people, run, sightings, tools
     from app.cli.helptext import Parser
 
     # every sub-parser is made by the parent's class, so all of them state their options' defaults
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 help="what to do; `facestream COMMAND --help` for its options")
     sub.required = True
-    for module in (run, people, tools, engines_cmd, bench):
+    for module in (run, people, sightings, tools, engines_cmd, bench):
         module.add_parsers(sub)
     return parser
 

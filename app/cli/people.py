@@ -36,7 +36,8 @@ def add_parsers(sub) -> None:
     a = acts.add_parser("list", help="everyone enrolled (the default)")
     a.add_argument("--photos", action="store_true", help="also each person's photos (id and name)")
     a.set_defaults(func=cmd_list)
-    for name, what in (("rename", "give a person a new display name"), ("remove", "delete a person")):
+    for name, what in (("rename", "give a person a new display name"),
+                       ("remove", "erase a person: embeddings, photos, sightings, snapshots")):
         a = acts.add_parser(name, help=what)
         a.add_argument("who", help="the person's display name (any case), or their id with --id")
         if name == "rename":
@@ -316,9 +317,16 @@ def cmd_rename(args) -> int:
 
 
 def cmd_remove(args) -> int:
+    """The person, their photos, sightings and snapshots, and unknown sightings of their face (an erase)."""
+    from app.gallery.sightings_erase import erased_line
+    from app.library.views import PersonView
+
     with _library(args) as library:
-        gone = library.remove(library.lookup(args.who, args.by_id).id)
+        # the owner's reply: the person's view and what the erase took with them (``Library.remove`` keeps the view)
+        reply = library.call("remove", person_id=library.lookup(args.who, args.by_id).id)
+    gone = PersonView.from_dict(reply)
     print(f"removed {gone.name} (id {gone.id}, {gone.embeddings} embedding(s))")
+    print(erased_line(reply.get("erased", {})))
     return 0
 
 

@@ -75,6 +75,10 @@ def run_pipeline(settings: Settings, request: RunRequest, report: dict | None = 
     stage failure is then raised as the run's one error line."""
     started = time.time()
     preflight(settings)
+    from app.gallery.sightings_feed import policy_warning
+
+    if policy_warning(settings):
+        log.warning(policy_warning(settings))
     with tempfile.TemporaryDirectory(prefix="facestream-ttn-") as marks:
         plan = assemble(settings, request, options, marks)
         mode = "every-frame" if plan.every else "live"

@@ -84,12 +84,13 @@ def output_options(settings: Settings, args, fps: float | dict[int, float],
         overlay=getattr(args, "overlay", None) or settings.overlay,
         pace=not headless and files,  # a file in a window plays at its frame rate; files written get every frame
         settings=settings,
+        privacy_blur=settings.privacy_blur,
     )
 
 
 #: settings other than the window, --out, --serve and --log-tracks through which a run keeps or sends what it
 #: saw (getattr: a later output, e.g. events, adds its field's name here and counts without more code)
-OTHER_OUTPUTS = ("store_unknown", "mqtt_url", "webhook_url")
+OTHER_OUTPUTS = ("mqtt_url", "webhook_url")
 
 
 def check_outputs(settings: Settings, args) -> None:

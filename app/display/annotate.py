@@ -9,6 +9,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from app.display.blur import hide_faces
 from app.display.layout import place_labels, visible_dots
 from app.settings import OVERLAY_MODES
 from app.types import UNKNOWN, Faces
@@ -75,9 +76,10 @@ class Renderer:
 
     LABELS = 1024  # label patches kept: names, similarities and track ids repeat from frame to frame
 
-    def __init__(self, show_landmarks: bool = True, overlay: str = "compact") -> None:
+    def __init__(self, show_landmarks: bool = True, overlay: str = "compact", blur: str = "none") -> None:
         self.show_landmarks = show_landmarks
         self.overlay = overlay
+        self.blur = blur  # PRIVACY_BLUR: none, unknown or all (app/display/blur.py)
         # putText with anti-aliasing is most of the drawing cost at 1080p (measured: about half of it), so
         # each label and the panels' text are drawn once and pasted on the frames that show them again
         self._labels: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -97,6 +99,7 @@ class Renderer:
     def draw(self, frame: np.ndarray, faces: Faces, overlay: Overlay | None = None) -> np.ndarray:
         """Boxes first, then landmark dots clear of every label, then the labels (placed inside the frame and
         apart from each other), then the overlay."""
+        hidden = hide_faces(frame, faces, self.blur) if self.blur != "none" else []  # before any drawing
         h, w = frame.shape[:2]
         scale = max(0.4, min(1.0, h / 900))
         thick = max(1, int(round(h / 400)))
@@ -117,7 +120,9 @@ class Renderer:
             patches.append(self._label(" ".join(parts), colour, scale))
         rects = place_labels(boxes, [(p.shape[1], p.shape[0]) for p in patches], w, h)
         dot = max(1, thick)
-        for face in points:
+        for i, face in enumerate(points):
+            if i in hidden:  # a hidden face's landmarks would still show its pose and features' places
+                continue
             for (px, py), show in zip(face, visible_dots(face, dot, rects)):
                 if show:
                     cv2.circle(frame, (px, py), dot, (0, 255, 255), -1, cv2.LINE_AA)

@@ -43,6 +43,7 @@ class OutputOptions:
     mosaic_hz: float = 30.0  # most mosaic refreshes per second of the window / server
     overlay: str = "compact"  # stats overlay: compact, full or off (the window's o key cycles it)
     pace: bool = False  # the sources are files: the window shows them at their frame rate and can pause them
+    privacy_blur: str = "none"  # PRIVACY_BLUR: faces pixelated in every drawn output (app/display/blur.py)
     settings: object | None = None  # the run's Settings: the web app (serve_port) needs the token and the gallery
 
 
@@ -68,7 +69,7 @@ class Present:
 
     def __init__(self, options: OutputOptions) -> None:
         self.options = options
-        self.renderer = Renderer(overlay=options.overlay)
+        self.renderer = Renderer(overlay=options.overlay, blur=options.privacy_blur)
         n = len(options.streams)
         fps = options.fps if isinstance(options.fps, dict) else dict.fromkeys(options.streams, options.fps)
         self.fps = fps

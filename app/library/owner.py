@@ -227,13 +227,16 @@ class GalleryOwner:
         return self.person(into_id)
 
     def remove(self, person_id: str) -> dict:
+        """An erase (app/gallery/sightings_erase.py): photos, sightings, snapshots too; ``erased`` counts them."""
+        from app.gallery.sightings_erase import erase_in_library
+
         view = self._view(person_id)
-        self.gallery.remove(person_id, by_id=True)
-        self._done(f"removed {person_id} ({view.embeddings} embedding(s))")
+        erased = erase_in_library(self.gallery, self.settings, person_id)
+        self._done(f"removed {person_id} ({view.embeddings} embedding(s); erased {erased})")
         self.negatives.drop(person_id)
         if self.live is not None:
             self.live.removed(person_id)
-        return view.to_dict()
+        return {**view.to_dict(), "erased": erased}
 
     def remove_photo(self, person_id: str, photo_id: str) -> dict:
         """Delete the embeddings made from one kept photo (the file stays: another collection may share it)."""

@@ -5,9 +5,8 @@ scene cut and when a face stops resembling its track), so a name is only ever sh
 confirmed for. The query asks for the best match at any similarity: below MATCH_THRESHOLD it is an unknown
 answer that still says how near the nearest person came (logged for tuning the threshold).
 
-With STORE_UNKNOWN, a track that stays unknown over UNKNOWN_VOTES answers is enrolled under a generated
-name (``unknown-YYYYMMDD-HHMM-s<stream>t<track>``), so the same stranger is recognised later and can be
-named with ``facestream people rename``."""
+Strangers are no longer enrolled under generated names (the retired STORE_UNKNOWN): with SIGHTINGS=all their
+tracks are kept as searchable sightings instead (app/gallery/sightings.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ from app.tracking.identity import Label, NameVote
 from app.types import UNKNOWN, Faces
 
 log = logging.getLogger("facestream.identify")
-UNKNOWN_VOTES = 3  # unknown answers in a row before a stranger is stored (one blurry frame is not a person)
 KEEP_EMBEDDINGS = 8  # queried embeddings kept per track for enrolling it from the face library
 KEEP_ENDED_S = 300.0  # how long an ended track can still be enrolled or corrected
 
@@ -125,9 +123,7 @@ class Identify:
         self.negatives = Negatives(negatives_path(settings) if gallery is None else None)
         self.lock = threading.RLock()
         self.queries = 0
-        self.changes = 0  # people stored here (STORE_UNKNOWN): the library's counts are stale after one
         self.retry_at = 0.0
-        self.stored: set[tuple[int, int]] = set()  # (stream, track) already enrolled as unknown
 
     def _votes(self, stream: int) -> NameVote:
         votes = self.votes.get(stream)
@@ -184,8 +180,6 @@ class Identify:
                 match = None  # a correction said this face is not that person
             if match is None or match.score < threshold:
                 votes.record(tid, None, match and match.name, match.score if match else 0.0)
-                if self.settings.store_unknown:
-                    self._store_unknown(stream, tid, embeddings[k], votes)
             else:
                 votes.record(tid, match.person_id, match.name, match.score)
 
@@ -245,20 +239,6 @@ class Identify:
         return {"live_tracks": len(self.memory.live()), "queries": self.queries,
                 "gallery_status": status_text(getattr(self.gallery, "outage", None))}
 
-    def _store_unknown(self, stream: int, tid: int, embedding: np.ndarray, votes: NameVote) -> None:
-        label = votes.label(tid)
-        if (stream, tid) in self.stored or label.name is not None or label.votes < UNKNOWN_VOTES:
-            return
-        name = f"unknown-{time.strftime('%Y%m%d-%H%M')}-s{stream}t{tid}"
-        try:
-            result = self.gallery.add(name, embedding[None])
-        except GalleryUnavailable as exc:
-            log.warning("%s; %s not stored", exc, name)
-            return
-        self.stored.add((stream, tid))
-        self.changes += 1
-        log.info("stored %s (%d embedding written, %d spooled)", name, result.written, result.spooled)
-
     def close(self) -> None:
         with self.lock:
             self.gallery.close()
@@ -270,26 +250,35 @@ class IdentifyStage(Stage):
     def __init__(self, settings: Settings, link=None) -> None:
         self.settings = settings
         self.link = link  # app.events.tap.EventsLink: run id, events spool, time-to-name marks
-        self.reads_frames = link is not None and link.events is not None  # snapshots for the events
+        # snapshots for the events and the sightings
+        self.reads_frames = (link is not None and link.events is not None) or settings.sightings != "off"
         self.identify: Identify | None = None
         self.control = None
         self.tap = None  # app.events.tap.EventTap, made in setup (in the stage's process)
+        self.sightings = None  # app.gallery.sightings_feed.SightingRecorder, made in setup
         self._shown = ""
 
     def setup(self, ctx: Context) -> None:
         from app.events.tap import EventsLink, EventTap
+        from app.gallery.sightings_feed import SightingRecorder
         from app.library.serve import serve_library
 
         self.ctx = ctx
         self.identify = Identify(self.settings)
+        self.control = serve_library(self.identify, self.settings)  # the face library, for other processes
         self.tap = EventTap(self.settings, self.link or EventsLink(run="-"), getattr(ctx, "metrics", None),
                             people=lambda: len(self.identify.gallery.people()))
-        self.control = serve_library(self.identify, self.settings)  # the face library, for other processes
+        self.sightings = SightingRecorder(self.settings, self.tap.link.run, self.settings.sources)
 
     def process(self, frame: np.ndarray | None, rec: Faces) -> Faces:
         faces = self.identify(rec, stream=rec.frame.stream, removed=rec.removed)
-        if self.tap is not None:
-            self.tap.labelled(faces, frame, self.ctx.frame_valid)  # events, face counts, time-to-name marks
+        from app.display.blur import hidden_copy
+
+        wanted = self.tap.wants_frame or self.sightings.wants_image(rec.frame.stream, faces)
+        # snapshots (events, sightings) are cut from a copy that hides what PRIVACY_BLUR hides on screen
+        image = hidden_copy(frame, faces, self.settings.privacy_blur, self.ctx.frame_valid) if wanted else None
+        self.tap.labelled(faces, image, self.ctx.frame_valid)  # events, face counts, time-to-name marks
+        self.sightings.labelled(faces, image)
         # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
         # (128 KB) would not fit the queue's slot (sized for names and boxes)
         faces.embeddings = faces.query = None
@@ -309,10 +298,14 @@ class IdentifyStage(Stage):
         """The end of the stream: tracks still open get their ``person.left``."""
         if self.tap is not None:
             self.tap.finish()
+        if self.sightings is not None:
+            self.sightings.finish()
         return []
 
     def teardown(self) -> None:
         if self.control is not None:
             self.control.stop()
+        if self.sightings is not None:
+            self.sightings.close()
         if self.identify is not None:
             self.identify.close()

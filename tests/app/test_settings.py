@@ -112,3 +112,15 @@ def test_no_two_keys_differ_only_by_an_abbreviation():
 
     keys = list(Settings.env_keys())
     assert len({norm(k) for k in keys}) == len(keys)
+
+
+def test_retired_store_unknown_warns_once_pointing_to_sightings_all(tmp_path):
+    s, lines = load_warned(tmp_path, "STORE_UNKNOWN=true\n")
+    assert len(lines) == 1 and "STORE_UNKNOWN" in lines[0] and "SIGHTINGS=all" in lines[0] and ".env" in lines[0]
+    assert s.sightings == "known" and not hasattr(s, "store_unknown")  # it does nothing now, and is not a typo
+
+
+def test_sightings_and_blur_modes_are_checked():
+    assert Settings.load(None, environ={"SIGHTINGS": "all", "PRIVACY_BLUR": "unknown"}).privacy_blur == "unknown"
+    with pytest.raises(FacestreamError, match="PRIVACY_BLUR='faces' — choose one of none, unknown, all"):
+        Settings.load(None, environ={"PRIVACY_BLUR": "faces"})

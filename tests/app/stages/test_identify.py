@@ -1,4 +1,4 @@
-"""Identify against the real embedded gallery: votes name tracks, STORE_UNKNOWN enrols strangers once."""
+"""Identify against the real embedded gallery: votes name tracks; strangers are never enrolled."""
 
 from types import SimpleNamespace
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from app.gallery import open_gallery
 from app.settings import Settings
-from app.stages.identify import UNKNOWN_VOTES, Identify
+from app.stages.identify import Identify
 from app.types import Faces, FrameRef
 
 
@@ -22,32 +22,15 @@ def frame_with(track_ids, embeddings):
                  query=np.arange(n))
 
 
-def test_known_face_is_named_and_a_stranger_is_stored_once(tmp_path):
+def test_known_face_is_named_and_a_stranger_stays_unknown_and_unwritten(tmp_path):
     gallery = open_gallery(None, tmp_path, "faces")
     ada = unit(1)
     gallery.add("Ada", ada[None])
-    settings = Settings.load(None, environ={"STORE_UNKNOWN": "true"})
-    identify = Identify(settings, gallery=gallery)
-    stranger = unit(2)
-    for i in range(UNKNOWN_VOTES + 2):
-        out = identify(frame_with([1, 2], [ada + 0.01 * unit(10 + i), stranger]))
-        assert out.names[0] == "Ada" and out.similarities[0] > 0.9
-        if i < UNKNOWN_VOTES - 1:
-            assert out.names[1] == "unknown"
-    people = {p.name: p.embeddings for p in gallery.people()}
-    stored = [n for n in people if n.startswith("unknown-") and n.endswith("-s0t2")]
-    assert len(stored) == 1 and people[stored[0]] == 1  # enrolled once, not once per frame
-    # the stored stranger is recognised from now on, under the generated name
-    assert gallery.search(stranger[None], threshold=0.5)[0].name == stored[0]
-    identify.close()
-
-
-def test_without_store_unknown_nothing_is_written(tmp_path):
-    gallery = open_gallery(None, tmp_path, "faces")
     identify = Identify(Settings.load(None, environ={}), gallery=gallery)
-    for _ in range(UNKNOWN_VOTES + 2):
-        assert identify(frame_with([7], [unit(3)])).names == ["unknown"]
-    assert gallery.count() == 0
+    for i in range(5):
+        out = identify(frame_with([1, 2], [ada + 0.01 * unit(10 + i), unit(2)]))
+        assert out.names == ["Ada", "unknown"] and out.similarities[0] > 0.9
+    assert [p.name for p in gallery.people()] == ["Ada"]  # the stranger is not enrolled under a made-up name
     identify.close()
 
 
