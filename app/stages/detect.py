@@ -56,13 +56,12 @@ class Detect:
 
     def register_frames(self, memory: np.ndarray) -> bool:
         """Let the GPU detector upload frames that live in ``memory`` (a frame ring) without a host copy."""
-        register = getattr(self.detector, "register_host_memory", None)
-        return bool(register and self.backend.on_gpu and register(memory))
+        caps = self.detector.capabilities
+        return bool(caps.registers_host_memory and self.backend.on_gpu and self.detector.register_host_memory(memory))
 
     def close(self) -> None:
-        unregister = getattr(self.detector, "unregister_host_memory", None)
-        if unregister:
-            unregister()
+        if self.detector.capabilities.registers_host_memory:
+            self.detector.unregister_host_memory()
 
     def warmup(self, height: int, width: int, batches: int = 1) -> None:
         """Load kernels and capture CUDA graphs of every batch size up to ``batches`` before the first frame
@@ -83,7 +82,7 @@ class Detect:
     def aligns_on_device(self) -> bool:
         """The detector can cut each face's aligned crop on the GPU from the frame it uploaded (the CPU warp
         cost 1-2 ms per 1080p frame of ~10 faces): what a list without an align stage relies on."""
-        return self.backend.on_gpu and hasattr(self.detector, "detect_align_batch")
+        return self.backend.on_gpu and self.detector.capabilities.aligns_on_device
 
     def detect_checked(self, frames: list[np.ndarray], still_valid,
                        crops: list | None = None) -> list[Detections | None]:
@@ -91,7 +90,7 @@ class Detect:
         where it was overwritten while being read (asked once the pixels have been consumed: letterboxed or
         uploaded); such a frame's result is None. With ``crops`` (a list, and ``aligns_on_device``) it receives each
         frame's aligned face crops, row for row with its detections."""
-        if hasattr(self.detector, "preprocess"):
+        if self.detector.capabilities.splits_preprocess:
             batch, infos = self.detector.preprocess(frames)
             valid = list(still_valid())
             if not any(valid):

@@ -113,7 +113,7 @@ class EmbedTrack:
         CPU, run the largest batch once, so the runtime's memory arena reaches its size now and not halfway
         through a run (measured: +58 MB of RSS in the 20 s after warm-up without it)."""
         if self.backend.on_gpu:
-            sizes = getattr(self.embedder, "buckets", None)  # the GPU adapter's padded sizes: one graph each
+            sizes = self.embedder.capabilities.batch_buckets  # the GPU adapter's padded sizes: one graph each
             if not sizes:
                 sizes = [1 << k for k in range(self.config.batch.bit_length())]
             for b in sizes:
@@ -157,7 +157,7 @@ class EmbedTrack:
     @property
     def overlaps(self) -> bool:
         """``submit`` returns while the embedding still runs (the GPU adapter): worth holding a batch back."""
-        return self.backend.on_gpu and hasattr(self.embedder, "embed_async")
+        return self.backend.on_gpu and self.embedder.capabilities.embeds_async
 
     def submit(self, items: list[tuple[Faces, np.ndarray, int, int | None]]) -> Pending:
         """Track each frame and start embedding the faces due; ``collect`` finishes. Between the two the caller
@@ -169,9 +169,8 @@ class EmbedTrack:
         if not sum(counts):
             return Pending(items, plans, counts, lambda: np.zeros((0, 512), np.float32))
         crops = np.concatenate(picked)
-        start = getattr(self.embedder, "embed_async", None)
-        if start is not None:
-            return Pending(items, plans, counts, start(crops))
+        if self.embedder.capabilities.embeds_async:
+            return Pending(items, plans, counts, self.embedder.embed_async(crops))
         embeddings = self.embedder.embed(crops)
         return Pending(items, plans, counts, lambda: embeddings)
 

@@ -74,14 +74,18 @@ def test_a_removed_track_loses_its_name():
 def test_the_identify_stage_hands_on_names_without_the_embeddings(tmp_path):
     """After a scene cut every face is queried at once: the record to the display must stay the size of names and
     boxes (64 faces' embeddings would overflow its queue slot)."""
+    from app.events.tap import EventsLink, EventTap
+    from app.gallery.sightings_feed import SightingRecorder
     from app.stages.identify import IdentifyStage
     from tests.app.runtime.helpers import encoded_size
 
-    stage = IdentifyStage(Settings.load(None, environ={}))
+    stage = IdentifyStage(Settings.load(None, environ={"SIGHTINGS": "off", "QDRANT_PATH": str(tmp_path)}))
     gallery = open_gallery(None, tmp_path, "faces")
     gallery.add("Ada", unit(1)[None])
     stage.identify = Identify(stage.settings, gallery=gallery)
-    stage.ctx = SimpleNamespace(health=lambda *a: None)
+    stage.tap = EventTap(stage.settings, EventsLink(run="-"))  # no events sink: counts only
+    stage.sightings = SightingRecorder(stage.settings)
+    stage.ctx = SimpleNamespace(health=lambda *a: None, frame_valid=lambda: True)
     faces = frame_with(list(range(64)), [unit(1)] * 64)
     faces.frame = FrameRef(5, 0.0, 0, 5, scene=3)
     out = stage.process(None, faces)

@@ -113,18 +113,3 @@ def test_track_memory_keeps_the_latest_embeddings_and_forgets_ended_tracks_after
     memory.end(0, [], {})  # the purge runs as tracks end
     with pytest.raises(KeyError):
         memory.get(0, 1)
-
-
-def test_status_counts_a_stranger_identify_stored_itself(tmp_path):
-    from app.stages.identify import UNKNOWN_VOTES
-
-    settings = Settings.load(None, environ={"QDRANT_PATH": str(tmp_path), "STORE_UNKNOWN": "true"})
-    identify = Identify(settings, gallery=open_gallery(None, tmp_path, "faces"))
-    owner = GalleryOwner(identify.gallery, settings, live=identify, lock=identify.lock)
-    try:
-        assert owner.handle("status", {})["people"] == 0  # counted, and kept for the next asks
-        for _ in range(UNKNOWN_VOTES + 1):
-            identify(frame([3], [unit(4)]))
-        assert owner.handle("status", {})["people"] == 1
-    finally:
-        identify.close()
