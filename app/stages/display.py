@@ -34,6 +34,8 @@ class DisplayStage(Stage):
         self.present = Present(self.options)
         self.present.stopping = lambda: ctx.stopping  # a paced or paused window never holds up a stop
         self.reads_frames = self.present.draws  # drawn on in place: the display is the frame's last reader
+        if self.present.server:  # GET /metrics on the web app reads the stages' shared rows
+            self.present.server.live.table = ctx.table
         self.latencies: list[float] = []
         self.next_overlay = 0.0
         self.lines: list[str] = []

@@ -53,7 +53,7 @@ def authorised(request: Request, token: str) -> bool:
 
 
 def is_page(path: str) -> bool:
-    return not (path.startswith("/api/") or path.startswith("/stream") or path == "/openapi.json")
+    return not (path.startswith("/api/") or path.startswith("/stream") or path in ("/openapi.json", "/metrics"))
 
 
 def refusal(request: Request) -> Response:

@@ -36,6 +36,7 @@ class LiveView:
         self._work = threading.Condition()
         self._stats: dict = {"stages": [], "streams": self.streams_json(), "started": time.time()}
         self.closed = False
+        self.table = None  # the pipeline's shared metrics block (app.runtime.metrics.Metrics), for GET /metrics
         self._encoder = threading.Thread(target=self._encode_loop, name="web-jpeg", daemon=True)
         self._encoder.start()
 
