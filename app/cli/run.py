@@ -112,7 +112,7 @@ def check_outputs(settings: Settings, args) -> None:
 
 def check_serve(settings: Settings, args) -> None:
     """Beyond loopback only with API_TOKEN: refused here, before anything starts (one line, exit 2)."""
-    from app.web.auth import check_bind
+    from app.web.bind import check_bind
 
     options = output_options(settings, args, 30.0)
     if options.serve_port:

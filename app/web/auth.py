@@ -8,33 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from app.errors import FacestreamError
-
 COOKIE = "facestream_session"
 OPEN_PATHS = ("/login", "/static/")
 NO_TOKEN = "missing or wrong API token: send 'Authorization: Bearer <API_TOKEN>' (or log in on the page)"
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, port: int, token: str) -> None:
-    """Refuse to serve beyond this machine without a token (one line, exit 2)."""
-    if not token and not is_loopback(host):
-        raise FacestreamError(f"serving the web app on {host}:{port} (not loopback) needs API_TOKEN: set "
-                              "API_TOKEN in .env (every request must then carry it), or serve on 127.0.0.1")
 
 
 def session_value(token: str) -> str:

@@ -10,7 +10,7 @@ import time
 
 from app.errors import FacestreamError
 from app.settings import Settings
-from app.web.auth import check_bind, is_loopback
+from app.web.bind import check_bind, is_loopback
 from app.web.library_access import LibraryAccess
 from app.web.live import LiveView
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from app.errors import FacestreamError
-from app.web.auth import COOKIE, check_bind
+from app.web.auth import COOKIE
+from app.web.bind import check_bind
 from tests.app.web.conftest import jpeg, make_client
 
 TOKEN = "s3cret-token-value"
