@@ -18,8 +18,8 @@ machine() {
 }
 
 gputests() {
-  step "GPU tests (tests/engines/gpu, CUDA cases)"
-  FACESTREAM_SHARED=$PWD/.gpu_assets timeout 300 python3 -m pytest -q -p no:cacheprovider tests/engines/gpu 2>&1 | tail -3
+  step "GPU tests (tests/engines: the CUDA cases and the CUDA binding)"
+  FACESTREAM_SHARED=$PWD/.gpu_assets timeout 300 python3 -m pytest -q -p no:cacheprovider -rs tests/engines 2>&1 | tail -25
 }
 
 names() {

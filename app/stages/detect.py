@@ -68,7 +68,7 @@ class Detect:
         (GPU backends only)."""
         if self.backend.on_gpu:
             for b in range(1, batches + 1):
-                self([np.zeros((height, width, 3), np.uint8)] * b)
+                self.detect_checked([np.zeros((height, width, 3), np.uint8)] * b, lambda b=b: [True] * b)
         if self.aligns_on_device:  # an empty frame has no face to warp: load the warp's kernels with a made-up one
             import torch
 
