@@ -74,12 +74,14 @@ class EventTap:
         """Whether ``frame`` can use the picture (snapshots): only when events are derived."""
         return self.deriver is not None
 
-    def labelled(self, faces: Faces, view: np.ndarray | None, intact: Callable[[FrameRef], bool]) -> None:
+    def labelled(self, faces: Faces, view: np.ndarray | None, intact: Callable[[FrameRef], bool] | None) -> None:
         """One labelled record of the identify stage: ``view`` its frame in the ring (None when the stage does
         not read frames), ``intact`` the runtime's torn-frame check. The snapshot source is a copy taken only
         when a face is there, and kept only if the frame was still intact after the copy."""
         image = None
-        if self.wants_frame and view is not None and len(faces):
+        if intact is None:  # already a private copy, checked intact by the caller (identify's hidden_copy)
+            image = view
+        elif self.wants_frame and view is not None and len(faces):
             image = np.array(view)
             if not intact(faces.frame):
                 image = None  # overwritten while copied: no snapshot from torn pixels

@@ -276,8 +276,9 @@ class IdentifyStage(Stage):
 
         wanted = self.tap.wants_frame or self.sightings.wants_image(rec.frame.stream, faces)
         # snapshots (events, sightings) are cut from a copy that hides what PRIVACY_BLUR hides on screen
-        image = hidden_copy(frame, faces, self.settings.privacy_blur, self.ctx.frame_valid) if wanted else None
-        self.tap.labelled(faces, image, self.ctx.frame_valid)  # events, face counts, time-to-name marks
+        full = self.tap.wants_frame and self.settings.events_full_frame
+        image = hidden_copy(frame, faces, self.settings.privacy_blur, self.ctx.frame_valid, full) if wanted else None
+        self.tap.labelled(faces, image, None)  # events, face counts, time-to-name marks (image: checked intact)
         self.sightings.labelled(faces, image)
         # the display needs no embeddings: after a scene cut every face is queried at once, and 64 faces' worth
         # (128 KB) would not fit the queue's slot (sized for names and boxes)

@@ -59,3 +59,21 @@ def test_boxes_at_or_past_the_edge_are_clipped():
     assert img.shape == (40, 60, 3) and not np.array_equal(img[:5, :5], before[:5, :5])
     assert np.array_equal(img[15:30, 15:45], before[15:30, 15:45])
     assert hide_faces(img, faces_of([[0, 0, 30, 30]], ["Ada"]), "unknown") == []
+
+
+def test_snapshot_copy_holds_the_faces_only_hidden_ones_blurred_and_never_a_torn_frame():
+    from app.display.blur import hidden_copy
+    from app.types import FrameRef
+
+    rng = np.random.default_rng(3)
+    view = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    f = faces_of([[100, 100, 160, 170], [400, 50, 470, 130]], ["Ada", UNKNOWN])
+    f.frame = FrameRef(7, 0.0)
+    image = hidden_copy(view, f, "unknown", lambda ref: True)
+    assert np.array_equal(image[110:160, 110:150], view[110:160, 110:150])  # the named face, untouched
+    assert detail(image, [400, 50, 470, 130]) < detail(view, [400, 50, 470, 130]) / 20  # the unknown one, hidden
+    assert not image[300:, :].any() and not image[:, 200:370].any()  # away from the faces: nothing copied
+    whole = hidden_copy(view, f, "none", lambda ref: True, full=True)
+    assert np.array_equal(whole, view)
+    assert hidden_copy(view, f, "none", lambda ref: False) is None  # rewritten while copied
+    assert hidden_copy(view, faces_of(np.zeros((0, 4)), []), "none", lambda ref: True) is None

@@ -74,15 +74,16 @@ def shows_a_face(jpeg: bytes, checkpoint_dir: Path) -> bool:
     import cv2
 
     from app.settings import Settings
-    from app.stages.detect import Detect
+    from app.stages.detect import Detect, DetectConfig
+    from tests.app.stages.helpers import detect_all
 
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.size, "snapshot is not a JPEG"
     h, w = image.shape[:2]
     canvas = np.zeros((3 * h, 3 * w, 3), np.uint8)
     canvas[h:2 * h, w:2 * w] = image
-    detect = Detect(Settings(checkpoint_dir=str(checkpoint_dir)))
-    return len(detect([canvas])[0].boxes) > 0
+    detect = Detect(DetectConfig.of(Settings(checkpoint_dir=str(checkpoint_dir))))
+    return len(detect_all(detect, [canvas])[0].boxes) > 0
 
 
 @pytest.mark.slow
