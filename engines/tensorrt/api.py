@@ -122,7 +122,10 @@ def gpu_compute_capability(index: int = 0) -> str | None:
         from cuda.bindings import driver as cu
     except ImportError:
         return None
-    if cu.cuInit(0)[0] != cu.CUresult.CUDA_SUCCESS:
+    try:
+        if cu.cuInit(0)[0] != cu.CUresult.CUDA_SUCCESS:
+            return None
+    except Exception:  # noqa: BLE001 - no driver library at all (cuda-python on a machine without a GPU)
         return None
     attrs = cu.CUdevice_attribute
     err, major = cu.cuDeviceGetAttribute(attrs.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, index)
