@@ -47,6 +47,21 @@ _SCROLL_PAGE = 1000
 _UNREACHABLE_HTTP = {502, 503, 504}
 
 
+def qdrant_client(client: QdrantClient | None, url: str | None, api_key: str | None, prefer_grpc: bool,
+                  timeout: int, path: str | os.PathLike | None, location: str | None) -> tuple[QdrantClient, str]:
+    """The client to use (the given one, a server's at ``url``, local storage at ``path``, or memory) and where
+    it points, for messages (a server's URL with its credentials masked; the API key never shown)."""
+    add_secret(api_key)
+    if client is not None:
+        return client, "the given client"
+    if url:
+        return QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
+                            check_compatibility=False), redact(url)
+    if path is not None:
+        return QdrantClient(path=str(path)), f"local storage {path}"
+    return QdrantClient(location=location or ":memory:"), "local memory"
+
+
 def _grpc_code(exc: Exception) -> str | None:
     code = getattr(exc, "code", None)
     try:
@@ -76,17 +91,7 @@ class ServerGallery(Gallery):
         self.embedder = embedder
         self.photos = PhotoStore(photos_dir) if photos_dir is not None else None
         self.outage = Outage()
-        add_secret(api_key)
-        if client is not None:
-            self.client, where = client, "the given client"
-        elif url:
-            self.client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
-                                       check_compatibility=False)
-            where = redact(url)
-        elif path is not None:
-            self.client, where = QdrantClient(path=str(path)), f"local storage {path}"
-        else:
-            self.client, where = QdrantClient(location=location or ":memory:"), "local memory"
+        self.client, where = qdrant_client(client, url, api_key, prefer_grpc, timeout, path, location)
         self.where = f"collection {collection!r} at {where}"
         self.spool = Spool(spool_dir) if spool_dir is not None else None
         self._ready = False

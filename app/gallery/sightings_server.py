@@ -14,9 +14,8 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
 from app.gallery.base import DIM, GalleryError, batched, name_key
-from app.gallery.server import ServerGallery
+from app.gallery.server import ServerGallery, qdrant_client
 from app.gallery.sightings import INDEXED_FLOATS, INDEXED_INTS, INDEXED_KEYWORDS, SightingStore, Where
-from app.redact import add_secret, redact
 
 _PAGE = 1000
 
@@ -45,17 +44,7 @@ class ServerSightings(SightingStore):
         super().__init__(snapshots)
         self.dim = dim
         self.collection = collection
-        add_secret(api_key)
-        if client is not None:
-            self.client, where = client, "the given client"
-        elif url:
-            self.client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
-                                       check_compatibility=False)
-            where = redact(url)
-        elif path is not None:
-            self.client, where = QdrantClient(path=str(path)), f"local storage {path}"
-        else:
-            self.client, where = QdrantClient(location=location or ":memory:"), "local memory"
+        self.client, where = qdrant_client(client, url, api_key, prefer_grpc, timeout, path, location)
         self._own = client is None
         self.where = f"collection {collection!r} at {where}"
         self._ready = False

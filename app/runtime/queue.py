@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import logging
@@ -20,7 +19,7 @@ from app.runtime.mutex import MUTEX as _MUTEX
 from app.runtime.mutex import SLICE as _SLICE
 from app.runtime.mutex import RobustMutex, closed, sem_trylock, sem_unlock
 from app.runtime.record import END, KIND_OFFSET, End
-from app.runtime.segments import align, attach_segment, create_segment, release_segment, segment_name
+from app.runtime.segments import Attached, align, attach_segment, create_segment, release_segment, segment_name
 from app.types import Faces
 
 log = logging.getLogger("facestream.runtime")
@@ -61,7 +60,7 @@ class QueueBroken(RuntimeError):
     mutex, by a process that may have died in it), or its header is inconsistent."""
 
 
-class RecordQueue:
+class RecordQueue(Attached):
     """Bounded queue of records (``Faces``, ``End``) in shared memory: ``capacity`` records of at most
     ``slot_bytes`` bytes each.
 
@@ -156,17 +155,6 @@ class RecordQueue:
         self._buf = None
         release_segment(self._shm, unlink=self._owner)
         self._shm = None  # type: ignore[assignment]
-
-    def __del__(self) -> None:  # release our views before SharedMemory's own __del__ tries to unmap
-        if getattr(self, "_shm", None) is not None:
-            with contextlib.suppress(Exception):
-                self.close()
-
-    def __enter__(self) -> RecordQueue:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- state -------------------------------------------------------------------------------------------
     def qsize(self) -> int:

@@ -5,13 +5,12 @@ Timestamps are ``time.time()`` seconds: comparable across processes, the same cl
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from app.runtime.segments import align, attach_segment, create_segment, release_segment, segment_name
+from app.runtime.segments import Attached, align, attach_segment, create_segment, release_segment, segment_name
 
 # Per-slot header, int64 words: version (odd while being written), seq, ts (float64 bits), stream, index, h, w, c
 _H_VER, _H_SEQ, _H_TS, _H_STREAM, _H_INDEX, _H_H, _H_W, _H_C = range(8)
@@ -49,7 +48,7 @@ class RingSpec:
         return self.header_bytes + self.slots * self.stride  # headers, then page-aligned frames
 
 
-class FrameRing:
+class FrameRing(Attached):
     """``slots`` fixed frames of at most height×width×channels uint8 in one shared segment.
 
     One writer per ring. A frame lives in slot ``seq % slots`` until the writer wraps round to it; each
@@ -108,17 +107,6 @@ class FrameRing:
         self._data = []
         release_segment(self._shm, unlink=self._owner)
         self._shm = None  # type: ignore[assignment]
-
-    def __del__(self) -> None:  # release our views before SharedMemory's own __del__ tries to unmap
-        if getattr(self, "_shm", None) is not None:
-            with contextlib.suppress(Exception):
-                self.close()
-
-    def __enter__(self) -> FrameRing:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- writer ------------------------------------------------------------------------------------------
     def write(self, frame: np.ndarray, seq: int, ts: float, stream: int = 0, index: int = 0) -> int:

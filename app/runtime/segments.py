@@ -55,3 +55,24 @@ def release_segment(shm: SharedMemory | None, unlink: bool) -> None:
     with contextlib.suppress(BufferError):
         shm.close()
 
+
+
+class Attached:
+    """A view of a shared-memory segment (``_shm``) that ``close()`` detaches; usable in ``with``, and closed before
+    SharedMemory's own ``__del__`` would unmap pages our numpy views still point into."""
+
+    _shm: SharedMemory | None = None
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        if getattr(self, "_shm", None) is not None:
+            with contextlib.suppress(Exception):
+                self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
