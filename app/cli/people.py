@@ -83,7 +83,7 @@ class Enrolment:
 
 def collect_enrolment(name: str | None, photos: list[str], folder: str | None) -> list[Enrolment]:
     """Who to enrol with which photos, from either NAME PHOTO… or --folder DIR (one sub-folder per person)."""
-    from app.gallery.base import slug
+    from app.gallery.records import slug
 
     if folder:
         root = Path(folder)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from app.gallery.base import (
+from app.gallery.base import Gallery
+from app.gallery.records import (
     DIM,
     AddResult,
     Embedder,
     EmbedderMismatch,
-    Gallery,
     GalleryBusy,
     GalleryError,
     GalleryUnavailable,

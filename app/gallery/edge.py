@@ -23,19 +23,18 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
-from app.gallery.base import (
+from app.gallery.base import Gallery, batched
+from app.gallery.photos import PhotoStore
+from app.gallery.records import (
     DIM,
     INDEXED_FIELDS,
     META_KEY,
     META_VALUE,
     PAYLOAD_FIELDS,
     Embedder,
-    Gallery,
     GalleryBusy,
     GalleryError,
-    batched,
 )
-from app.gallery.photos import PhotoStore
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gallery.base import Embedder, Gallery, GalleryError, file_digest
+from app.gallery.base import Gallery
+from app.gallery.records import Embedder, GalleryError, file_digest
 
 
 def photo_of(gallery: Gallery, payload: dict) -> Path | None:

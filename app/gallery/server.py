@@ -19,7 +19,10 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as m
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from app.gallery.base import (
+from app.gallery.base import Gallery, _clean_name, batched
+from app.gallery.outage import Outage
+from app.gallery.photos import PhotoStore
+from app.gallery.records import (
     DIM,
     INDEXED_FIELDS,
     META_KEY,
@@ -27,15 +30,10 @@ from app.gallery.base import (
     PAYLOAD_FIELDS,
     AddResult,
     Embedder,
-    Gallery,
     GalleryError,
     GalleryUnavailable,
-    _clean_name,
-    batched,
     prepare,
 )
-from app.gallery.outage import Outage
-from app.gallery.photos import PhotoStore
 from app.gallery.spool import Spool
 from app.redact import add_secret, redact
 

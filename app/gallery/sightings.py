@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gallery.base import DIM, as_embeddings, name_key
+from app.gallery.base import name_key
+from app.gallery.records import DIM, as_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
-from app.gallery.base import DIM, GalleryBusy, GalleryError, batched
+from app.gallery.base import batched
+from app.gallery.records import DIM, GalleryBusy, GalleryError
 from app.gallery.sightings import INDEXED_FLOATS, INDEXED_INTS, INDEXED_KEYWORDS, SightingStore, Where
 
 _PAGE = 1000

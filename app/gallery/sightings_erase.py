@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.gallery.base import Gallery, Person
+from app.gallery.base import Gallery
+from app.gallery.records import Person
 from app.gallery.sightings import SightingStore, Where
 
 _SEARCH_LIMIT = 100_000  # unknown sightings matched per face: all of them, in practice

@@ -13,7 +13,8 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
-from app.gallery.base import DIM, GalleryError, batched, name_key
+from app.gallery.base import batched, name_key
+from app.gallery.records import DIM, GalleryError
 from app.gallery.server import ServerGallery, qdrant_client
 from app.gallery.sightings import INDEXED_FLOATS, INDEXED_INTS, INDEXED_KEYWORDS, SightingStore, Where
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gallery.base import Prepared
+from app.gallery.records import Prepared
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from app.gallery.base import GalleryBusy, Match
+from app.gallery.records import GalleryBusy, Match
 from app.library.errors import (
     BadPhoto,
     BadRequest,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from app.gallery.base import Match
+from app.gallery.records import Match
 from app.library.photos import PhotoEmbedder, decode_photo
 from app.library.views import EnrolView, PersonView, TrackView
 
@@ -135,7 +135,7 @@ class LocalLibrary(OwnerLibrary):
 
 def _opened(fn):
     """``fn()``, a gallery error raised as the library's (GalleryBusy is left for ``open_library`` to wait on)."""
-    from app.gallery.base import GalleryBusy
+    from app.gallery.records import GalleryBusy
     from app.library.errors import translated
 
     try:

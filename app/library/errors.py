@@ -8,8 +8,8 @@ the ones here, so code catching the gallery's still catches them.
 from __future__ import annotations
 
 from app.errors import FacestreamError
-from app.gallery.base import GalleryUnavailable as _GalleryUnavailable
-from app.gallery.base import UnknownPerson as _UnknownPerson
+from app.gallery.records import GalleryUnavailable as _GalleryUnavailable
+from app.gallery.records import UnknownPerson as _UnknownPerson
 
 
 class LibraryError(FacestreamError):
@@ -84,7 +84,7 @@ ERRORS: dict[str, type[LibraryError]] = {cls.kind: cls for cls in (
 
 def translated(exc: Exception) -> LibraryError | None:
     """The library error for a gallery error (None for anything else): callers catch the library's only."""
-    from app.gallery.base import EmbedderMismatch, GalleryError
+    from app.gallery.records import EmbedderMismatch, GalleryError
 
     if isinstance(exc, LibraryError):
         return exc

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.gallery.base import Gallery, GalleryError
+from app.gallery.base import Gallery
+from app.gallery.records import GalleryError
 from app.library.errors import (
     BadRequest,
     DuplicateName,

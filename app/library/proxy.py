@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gallery.base import AddResult, Match, Person, file_digest
+from app.gallery.records import AddResult, Match, Person, file_digest
 from app.library.views import PersonView
 
 

@@ -175,7 +175,8 @@ def test_unknown_names_fail_with_the_closest_and_print_no_success_line(env, tmp_
 
 def test_an_ambiguous_name_fails_listing_both_people(env, tmp_path, capsys):
     from app.gallery import open_gallery
-    from app.gallery.base import name_key, point_id
+    from app.gallery.base import name_key
+    from app.gallery.records import point_id
     from tests.app.gallery import unit
 
     rng = np.random.default_rng(1)

@@ -131,7 +131,8 @@ def test_a_name_shared_by_two_people_is_ambiguous_and_lists_them(opener):
     rng = np.random.default_rng(12)
     g.add("Ada", unit(rng, 1), person_id="ada-1")
     # a gallery damaged from outside (two writers racing): two people end up with one name
-    from app.gallery.base import name_key, point_id
+    from app.gallery.base import name_key
+    from app.gallery.records import point_id
 
     g._upsert([point_id("emb:x")], unit(rng, 1), [{"person_id": "ada-2", "name": "ADA", "name_key": name_key("Ada")}])
     with pytest.raises(GalleryError) as err:
@@ -282,7 +283,8 @@ def test_a_photo_is_enrolled_once_whatever_its_person_is_called_now(opener, tmp_
 
 
 def test_points_from_before_content_ids_still_count_as_enrolled(opener, tmp_path):
-    from app.gallery.base import legacy_point_id, name_key, photo_key
+    from app.gallery.base import name_key
+    from app.gallery.records import legacy_point_id, photo_key
 
     g = opener()
     photo = tmp_path / "ada.jpg"
@@ -295,8 +297,8 @@ def test_points_from_before_content_ids_still_count_as_enrolled(opener, tmp_path
 
 
 def test_enrolment_photos_are_kept_by_content(opener, tmp_path):
-    from app.gallery.base import file_digest
     from app.gallery.photos import PhotoStore
+    from app.gallery.records import file_digest
 
     g = opener()
     g.photos = PhotoStore(tmp_path / "photos")
@@ -311,8 +313,8 @@ def test_enrolment_photos_are_kept_by_content(opener, tmp_path):
 
 
 def test_a_spooled_photo_that_has_gone_is_enrolled_without_being_kept(opener, tmp_path):
-    from app.gallery.base import prepare
     from app.gallery.photos import PhotoStore
+    from app.gallery.records import prepare
 
     g = opener()
     g.photos = PhotoStore(tmp_path / "photos")

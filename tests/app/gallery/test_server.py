@@ -75,7 +75,7 @@ def test_enrolments_wait_in_the_spool_while_the_server_is_down_and_land_when_it_
 
 
 def test_spool_entries_are_whole_and_survive_a_failed_flush(tmp_path):
-    from app.gallery.base import prepare
+    from app.gallery.records import prepare
 
     spool = Spool(tmp_path)
     prep = prepare(unit(np.random.default_rng(2), 2), 512, ["a.jpg", "b.jpg"])

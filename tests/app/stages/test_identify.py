@@ -56,7 +56,7 @@ def test_a_removed_track_loses_its_name():
 
     class Gallery:
         def search(self, embeddings, threshold):
-            from app.gallery.base import Match
+            from app.gallery.records import Match
 
             return [Match("ada", "Ada", 0.9)] * len(embeddings)
 
