@@ -159,6 +159,11 @@ class SightingStore(ABC):
         hits.sort(key=lambda h: h.sighting.last_seen, reverse=True)
         return hits if limit is None else hits[:limit]
 
+    def get(self, sighting_id: str) -> Sighting | None:
+        """One sighting by its point id (the web app's snapshot route); None when there is none."""
+        payload = self._retrieve([sighting_id]).get(sighting_id)
+        return None if payload is None else Sighting.from_payload(payload)
+
     def vectors(self, where: Where) -> list[tuple[str, np.ndarray]]:
         """(id, embedding) of the sightings matching ``where``."""
         return [(i, np.asarray(v, np.float32)) for i, _, v in self._scroll(where, vectors=True) if v is not None]

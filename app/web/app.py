@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.settings import Settings
-from app.web import api, errors, metrics, pages, stream
+from app.web import api, errors, metrics, pages, sightings_api, stream
 from app.web.auth import CROSS_SITE, OPEN_PATHS, authorised, cross_site, refusal
 from app.web.library_access import LibraryAccess
 from app.web.live import LiveView
@@ -47,6 +47,7 @@ def create_app(settings: Settings, live: LiveView, library: LibraryAccess | None
 
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(sightings_api.router)
     app.include_router(stream.router)
     app.include_router(metrics.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")

@@ -42,6 +42,13 @@ class Recognizer:
                 self._analyzer = cpu_analyzer(self.settings)
             return self._analyzer
 
+    def embed_largest(self, image: np.ndarray) -> np.ndarray | None:
+        """The largest face's embedding (the face a search by photo means); None when there is no face."""
+        faces = self.analyzer().analyze(image)
+        if not len(faces.detections):
+            return None
+        return np.asarray(faces.embeddings[int(np.argmax(faces.detections.areas))], np.float32)
+
     def __call__(self, image: np.ndarray, library) -> list[dict]:
         faces = self.analyzer().analyze(image)
         dets = faces.detections
