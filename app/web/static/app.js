@@ -68,6 +68,8 @@ function openNameDialog(track) {
     : `${track.name} (similarity ${track.similarity.toFixed(2)})`;
   document.getElementById("dlg-info").textContent = `stream ${track.stream}, track #${track.track_id}: ${who}`;
   document.getElementById("dlg-name").value = "";
+  const seen = document.getElementById("dlg-seen-list");
+  if (seen) seen.replaceChildren();
   document.getElementById("dlg-error").textContent = "";
   const not = document.getElementById("dlg-not");
   not.hidden = !track.person_id;
@@ -111,6 +113,70 @@ function setupDialog() {
   form.addEventListener("submit", enrolCurrent);
   document.getElementById("dlg-not").addEventListener("click", notCurrent);
   document.getElementById("dlg-cancel").addEventListener("click", () => document.getElementById("name-dialog").close());
+  const seen = document.getElementById("dlg-seen");
+  if (seen) seen.addEventListener("click", seenBefore);
+}
+
+// ---- stored sightings (SIGHTINGS=known|all): "seen before" and the stored review queue
+function when(ts) {
+  return new Date(ts * 1000).toLocaleString();
+}
+
+function sightingCard(s, ...extra) {
+  const who = s.known ? s.name : (s.nearest ? `unknown (nearest ${s.nearest} ${s.similarity.toFixed(2)})` : "unknown");
+  const score = s.score === null ? "" : ` · match ${s.score.toFixed(2)}`;
+  return el("div", {class: "face review sighting", "data-sighting": s.id},
+            s.snapshot ? el("img", {src: s.snapshot, alt: `sighting ${s.id}`}) : el("div", {class: "nocrop", text: "…"}),
+            el("span", {class: "face-name", text: who}),
+            el("span", {class: "muted small", text: `stream ${s.stream} · ${when(s.first_seen)}${score}`}), ...extra);
+}
+
+async function seenBefore() {
+  if (!current) return;
+  const list = document.getElementById("dlg-seen-list");
+  list.replaceChildren(el("p", {class: "muted", text: "searching…"}));
+  try {
+    const r = await api("POST", "/api/sightings/search", {stream: current.stream, track: current.track_id});
+    list.replaceChildren(...(r.sightings.length ? r.sightings.map((s) => sightingCard(s))
+      : [el("p", {class: "muted", text: "not seen before (or SIGHTINGS keeps no such faces)"})]));
+  } catch (e) { list.replaceChildren(el("p", {class: "error", text: e.message})); }
+}
+
+async function nameSighting(s, value) {
+  const blob = await (await fetch(s.snapshot, {credentials: "same-origin"})).blob();
+  const form = new FormData();
+  form.append("photos", blob, `sighting-${s.id}.jpg`);
+  const known = personByName(value);
+  if (known) return api("POST", `/api/people/${known.id}/photos`, form);
+  form.append("name", value);
+  return api("POST", "/api/people", form);
+}
+
+function storedReviewCard(s) {
+  const input = el("input", {placeholder: "name", autocomplete: "off"});
+  input.setAttribute("list", "people-names");
+  const name = el("button", {type: "button", text: "Name"});
+  name.disabled = !s.snapshot;
+  name.addEventListener("click", async () => {
+    const value = input.value.trim();
+    if (!value) return;
+    try {
+      await nameSighting(s, value);
+      toast(`Enrolled as ${value}`);
+      setTimeout(() => location.reload(), 800);
+    } catch (e) { toast(e.message, true); }
+  });
+  return sightingCard(s, input, el("div", {class: "row"}, name));
+}
+
+async function loadStoredReview() {
+  const box = document.getElementById("sightings-review");
+  if (!box) return;
+  try {
+    const r = await api("GET", "/api/sightings?unknown=true&since=86400&limit=50");
+    box.replaceChildren(...(r.sightings.length ? r.sightings.map(storedReviewCard)
+      : [el("p", {class: "muted", text: "none"})]));
+  } catch (e) { box.replaceChildren(el("p", {class: "muted", text: `stored sightings unavailable: ${e.message}`})); }
 }
 
 // ---- live page
@@ -255,6 +321,7 @@ function setupPeople() {
 document.addEventListener("DOMContentLoaded", () => {
   setupDialog();
   setupPeople();
+  loadStoredReview();
   if (document.getElementById("recent") || document.getElementById("review")) {
     refreshTracks();
     setInterval(refreshTracks, 1500);

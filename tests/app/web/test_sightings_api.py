@@ -151,3 +151,39 @@ def test_the_token_is_required_when_set(world, recognizer):
     assert client.post("/api/sightings/search", json={"stream": 0, "track": 1}).status_code == 401
     ok = client.get("/api/sightings", headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200 and len(ok.json()["sightings"]) == 3
+
+
+@pytest.mark.timeout(180)
+def test_the_people_page_lists_a_stored_unknown_sighting_and_names_it(tmp_path, media_dir, browser):
+    from selenium.webdriver.common.by import By
+
+    from app.web.server import WebServer
+    from tests.app.faults.servers import wait_for
+    from tests.app.web.test_browser import shot
+
+    settings = Settings(api_token="t0ken", qdrant_path=str(tmp_path / "gallery"), qdrant_url="")
+    photo = (media_dir / "people/obama/obama.jpg").read_bytes()
+    rng = np.random.default_rng(1)
+    with sightings_from_settings(settings) as store:
+        vector = rng.normal(size=store.dim).astype(np.float32)
+        store.add(Sighting(stream=0, track_id=5, first_seen=time.time() - 90, last_seen=time.time() - 80,
+                           embedding=vector / np.linalg.norm(vector), nearest="<b>Ada</b>", similarity=0.27,
+                           run_id="r1"), photo)
+    library = FakeLibrary()
+    srv = WebServer(settings, 0, "127.0.0.1", {0: "door"}, LibraryAccess(settings, library))
+    try:
+        browser.get(f"http://127.0.0.1:{srv.port}/people")
+        browser.find_element(By.ID, "token").send_keys("t0ken\n")
+        cards = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#sightings-review .sighting"), 15,
+                         "the stored unknown sighting on the people page")
+        assert len(cards) == 1 and "nearest <b>Ada</b> 0.27" in cards[0].text  # text, not markup
+        img = cards[0].find_element(By.TAG_NAME, "img")
+        wait_for(lambda: browser.execute_script("return arguments[0].naturalWidth", img), 10, "the snapshot loaded")
+        shot(browser, "h13-people-stored-sighting.png")
+        cards[0].find_element(By.TAG_NAME, "input").send_keys("Barack")
+        cards[0].find_element(By.TAG_NAME, "button").click()
+        person = wait_for(lambda: next((p for p in library.people_.values() if p.name == "Barack"), None), 15,
+                          "Barack enrolled from the snapshot")
+        assert library.bytes_[(person.id, person.photos[0].id)] == photo
+    finally:
+        srv.close()
