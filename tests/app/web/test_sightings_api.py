@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -186,4 +187,43 @@ def test_the_people_page_lists_a_stored_unknown_sighting_and_names_it(tmp_path, 
                           "Barack enrolled from the snapshot")
         assert library.bytes_[(person.id, person.photos[0].id)] == photo
     finally:
+        srv.close()
+
+
+@pytest.mark.timeout(180)
+def test_seen_before_in_the_naming_dialog_lists_that_faces_sightings(world, media_dir, browser):
+    from selenium.webdriver.common.by import By
+
+    from app.web.server import WebServer
+    from tests.app.faults.servers import wait_for
+    from tests.app.web.test_browser import shot
+
+    settings, ids, _ = world
+    srv = WebServer(settings, 0, "127.0.0.1", {0: "door"}, LibraryAccess(settings, FakeLibrary()))
+    frame = cv2.imread(str(media_dir / "people/biden/biden2.jpg"))
+    faces = one_face(track_id=9)
+    faces.boxes[0] = [0, 0, frame.shape[1] - 1, frame.shape[0] - 1]
+    srv.live.recent.observe(FrameRef(seq=1, ts=0.0, stream=0, index=1), frame, faces)
+    done = threading.Event()
+
+    def feed() -> None:  # the page finishes loading once its MJPEG stream sends a picture
+        while not done.wait(0.2):
+            srv.live.publish(0, frame)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        browser.get(f"http://127.0.0.1:{srv.port}/")
+        card = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#recent .face[data-track='0/9']"), 15,
+                        "the live face in the strip")
+        card[0].click()
+        wait_for(lambda: browser.find_element(By.ID, "name-dialog").get_attribute("open") is not None, 5, "dialog")
+        browser.find_element(By.ID, "dlg-seen").click()
+        found = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#dlg-seen-list .sighting"), 120,
+                         "the face's earlier sightings")
+        assert found[0].get_attribute("data-sighting") == ids[2] and "Biden" in found[0].text
+        shot(browser, "h13-seen-before.png")
+    finally:
+        done.set()
+        feeder.join(5)
         srv.close()
