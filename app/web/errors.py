@@ -16,7 +16,7 @@ log = logging.getLogger("facestream.web")
 
 #: errors without a ``status`` of their own, by class name (the gallery's, raised from below the library)
 STATUS = {"UnknownPerson": 404, "UnknownTrack": 404, "DuplicateName": 409, "NotRunning": 409, "BadPhoto": 422,
-          "GalleryUnavailable": 503}
+          "GalleryUnavailable": 503, "GalleryBusy": 503}
 
 
 class WebError(FacestreamError):

@@ -64,9 +64,9 @@ def hit_json(hit: Hit) -> dict:
 def list_sightings(request: Request, unknown: Annotated[bool, Query()] = False,
                    name: Annotated[str | None, Query()] = None, stream: Annotated[int | None, Query()] = None,
                    since: Annotated[str | None, Query()] = None, limit: Annotated[int, Query()] = 50) -> dict:
-    where = Where(name=name or None, stream=stream, since=_since(since), unknown_only=unknown)
+    where, most = Where(name=name or None, stream=stream, since=_since(since), unknown_only=unknown), _limit(limit)
     with sightings_from_settings(_web(request).settings) as store:
-        hits = store.list(where, _limit(limit))
+        hits = store.list(where, most)
     return {"sightings": [hit_json(h) for h in hits]}
 
 
