@@ -196,7 +196,7 @@ def test_two_streams_share_one_window_side_by_side_each_with_its_names(xvfb_wide
     log = tmp_path / "tracks.jsonl"
     env = {**os.environ, "DISPLAY": xvfb_wide, "QT_QPA_PLATFORM": "xcb"}
     proc = subprocess.Popen([sys.executable, "-m", "app", "--env", str(enrolled_env), "run", "--source",
-                             f"{clip},{clip}", "--log-tracks", str(log)],  # every frame: lasts ~40 s here
+                             f"{clip},{clip}", "--log-tracks", str(log), "--loop"],  # until Ctrl-C
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 200
@@ -207,8 +207,8 @@ def test_two_streams_share_one_window_side_by_side_each_with_its_names(xvfb_wide
             named = {r["stream"] for r in track_rows(log)[-40:] if r["frame"] >= 120 and
                      any(f["name"] == "lin_manuel_miranda" for f in r["faces"])}
             time.sleep(0.1)
-        for _ in range(10):  # X may not have drawn the newest picture yet: look again, as a person would
-            time.sleep(0.3)
+        for _ in range(40):  # X may not have drawn the newest picture yet (under Xvfb a new Qt window can stay
+            time.sleep(0.3)   # black for seconds): look again, as a person would, while the run goes on
             shot = screenshot(xvfb_wide, tmp_path / "mosaic.png", "1600x900")
             if ((shot.max(axis=2) > 20).sum(axis=0) > 100).sum() > 1200:  # both tiles lit
                 break
