@@ -7,17 +7,13 @@ so this command waits at most one write's time for the pipeline's identify stage
 from __future__ import annotations
 
 import json
-import re
 import time
-from datetime import datetime
 
 import numpy as np
 
 from app.cli.common import ImageUnreadable, load_settings, read_image
 from app.errors import FacestreamError
-
-_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+from app.gallery.sightings import parse_since
 
 
 def add_parsers(sub) -> None:
@@ -32,21 +28,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--largest", action="store_true", help="use the largest face of a photo with several")
     p.add_argument("--json", action="store_true", help="one JSON object per sighting instead of text")
     p.set_defaults(func=cmd_sightings)
-
-
-def parse_since(text: str | None, now: float | None = None) -> float | None:
-    """``30m`` / ``2h`` / ``7d`` ago, or a local date or date-time, as time.time(); None when not given."""
-    if not text:
-        return None
-    now = time.time() if now is None else now
-    span = _SPAN.match(text.strip().lower())
-    if span:
-        return now - float(span.group(1)) * _UNIT_S[span.group(2)]
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise FacestreamError(f"--since {text!r} is not a time: use 30m, 2h, 7d or a date such as 2026-12-04 "
-                              "(or 2026-12-04T15:00)") from None
 
 
 def photo_embedding(settings, photo: str, largest: bool = False) -> np.ndarray:

@@ -13,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from app.errors import FacestreamError
 from app.gallery.base import name_key
 from app.gallery.records import DIM, as_embeddings
 
@@ -249,3 +252,22 @@ def open_sightings(url: str | None, path: str | os.PathLike, collection: str, ap
 def sightings_from_settings(settings, wait_s: float = 10.0) -> SightingStore:
     return open_sightings(settings.qdrant_url or None, settings.qdrant_path, settings.qdrant_collection,
                           api_key=settings.qdrant_api_key or None, prefer_grpc=settings.qdrant_grpc, wait_s=wait_s)
+
+
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str | None, now: float | None = None) -> float | None:
+    """``30m`` / ``2h`` / ``7d`` ago, or a local date or date-time, as time.time(); None when not given."""
+    if not text:
+        return None
+    now = time.time() if now is None else now
+    span = _SPAN.match(text.strip().lower())
+    if span:
+        return now - float(span.group(1)) * _UNIT_S[span.group(2)]
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise FacestreamError(f"since {text!r} is not a time: use 30m, 2h, 7d or a date such as 2026-12-04 "
+                              "(or 2026-12-04T15:00)") from None

@@ -18,9 +18,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.cli.sightings import parse_since
 from app.errors import FacestreamError
-from app.gallery.sightings import Hit, Where, sightings_from_settings
+from app.gallery.sightings import Hit, Where, parse_since, sightings_from_settings
 from app.web.errors import WebError
 from app.web.uploads import decode, read_photo
 

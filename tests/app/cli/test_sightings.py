@@ -103,7 +103,7 @@ def test_since_reads_spans_and_dates_and_refuses_the_rest():
     assert parse_since("7d", now=1e6) == 1e6 - 7 * 86400
     assert parse_since(None) is None
     assert abs(parse_since("2026-12-04T15:00") - time.mktime((2026, 12, 4, 15, 0, 0, 0, 0, -1))) < 1
-    with pytest.raises(FacestreamError, match="--since 'yesterday' is not a time"):
+    with pytest.raises(FacestreamError, match="since 'yesterday' is not a time"):
         parse_since("yesterday")
 
 
