@@ -265,27 +265,13 @@ def cmd_enrol(args) -> int:
 def _enrol_gallery(settings):
     """The running pipeline's gallery through its control socket (a GalleryProxy), else the gallery opened
     here; a pipeline that holds the gallery but is not serving yet (starting) is waited for a while."""
-    from app.control.client import ControlClient, NoOwner
-    from app.gallery import GalleryBusy
-    from app.library import STARTING_WAIT, socket_path
-    from app.library.errors import GalleryUnavailable
+    from app.control.client import ControlClient
+    from app.library import owner_or_local, socket_path
     from app.library.proxy import GalleryProxy
 
-    path = socket_path(settings)
-    client = ControlClient(path)
-    deadline = time.monotonic() + STARTING_WAIT
-    while True:
-        try:
-            return GalleryProxy(client.call, client.call("ping").get("gallery", ""))
-        except NoOwner:
-            pass
-        try:
-            return _gallery(settings)
-        except GalleryBusy as exc:
-            if time.monotonic() >= deadline:
-                raise GalleryUnavailable(f"{exc}, but it does not answer on {path}: if it is starting, try again "
-                                         "in a few seconds") from None
-            time.sleep(0.2)
+    client = ControlClient(socket_path(settings))
+    return owner_or_local(client, lambda: GalleryProxy(client.call, client.call("ping").get("gallery", "")),
+                          lambda: _gallery(settings))
 
 
 def _library(args):

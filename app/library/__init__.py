@@ -94,22 +94,34 @@ def open_library(settings, timeout: float | None = None, wait: float = STARTING_
     """The running pipeline's library if one answers on ``socket_path``, else a local one (which holds the
     gallery until ``close``). A pipeline that holds the gallery but does not serve yet (starting) is waited
     for up to ``wait`` seconds."""
-    from app.control.client import DEFAULT_TIMEOUT, ControlClient, NoOwner
+    from app.control.client import DEFAULT_TIMEOUT, ControlClient
     from app.library.client import LocalLibrary, RemoteLibrary
 
-    path = socket_path(settings)
-    client = ControlClient(path, timeout=timeout or DEFAULT_TIMEOUT)
+    client = ControlClient(socket_path(settings), timeout=timeout or DEFAULT_TIMEOUT)
+
+    def remote() -> Library:
+        client.call("ping")
+        return RemoteLibrary(settings, client)
+
+    return owner_or_local(client, remote, lambda: LocalLibrary(settings), wait)
+
+
+def owner_or_local(client, remote, local, wait: float = STARTING_WAIT):
+    """``remote()`` if a pipeline answers on ``client``'s socket, else ``local()`` (which opens the gallery here);
+    while the gallery is held by a pipeline that does not answer yet (starting), both are tried again for up to
+    ``wait`` seconds, then one clear error."""
+    from app.control.client import NoOwner
+
     deadline = time.monotonic() + wait
     while True:
         try:
-            client.call("ping")
-            return RemoteLibrary(settings, client)
+            return remote()
         except NoOwner:
             pass
         try:
-            return LocalLibrary(settings)
+            return local()
         except GalleryBusy as exc:
             if time.monotonic() >= deadline:
-                raise GalleryUnavailable(f"{exc}, but it does not answer on {path}: if it is starting, try again "
-                                         "in a few seconds") from None
+                raise GalleryUnavailable(f"{exc}, but it does not answer on {client.path}: if it is starting, try "
+                                         "again in a few seconds") from None
             time.sleep(0.2)
